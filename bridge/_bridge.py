@@ -1,0 +1,848 @@
+"""The bridge: one event-loop thread that runs and accounts for every coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import enum
+import functools
+import inspect
+import itertools
+import math
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, TypeVar
+
+from . import _log
+from ._exceptions import (
+    BridgeClosed,
+    BridgeError,
+    DuplicateJob,
+    JobCancelled,
+    JobTimeout,
+    WrongThread,
+)
+from ._job import Job, JobInfo, JobState
+from ._loop import LoopThread
+from ._stats import BridgeStats, ShutdownReport
+from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
+
+__all__ = ["Bridge", "OnConflict"]
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+OnConflict = Literal["reject", "replace", "join"]
+_ON_CONFLICT: Final = frozenset({"reject", "replace", "join"})
+
+#: After the shutdown timeout: how long cancelled jobs get to unwind ...
+_CANCEL_GRACE: Final = 0.5
+#: ... and how long the loop gets to close before its thread is left behind.
+_STOP_GRACE: Final = 0.5
+
+_PENDING: Final = JobState.PENDING
+_RUNNING: Final = JobState.RUNNING
+_SUCCEEDED: Final = JobState.SUCCEEDED
+_FAILED: Final = JobState.FAILED
+_CANCELLED: Final = JobState.CANCELLED
+_TIMED_OUT: Final = JobState.TIMED_OUT
+_FINAL: Final = frozenset({_SUCCEEDED, _FAILED, _CANCELLED, _TIMED_OUT})
+
+if sys.version_info >= (3, 11):
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], ctx: contextvars.Context
+    ) -> asyncio.Task[None]:
+        return loop.create_task(coro, context=ctx)
+
+else:  # pragma: no cover - 3.10 only
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], ctx: contextvars.Context
+    ) -> asyncio.Task[None]:
+        return ctx.run(loop.create_task, coro)
+
+
+class _Lifecycle(enum.Enum):
+    NEW = "has not been started"
+    RUNNING = "is running"
+    CLOSING = "is shutting down"
+    CLOSED = "has been shut down"
+
+
+class Bridge:
+    """One background event-loop thread that runs coroutines for any thread.
+
+    Every coroutine it runs is a :class:`Job`, accounted for from ``submit()``
+    until it ends: id, key, kind, deadline, cancellation, and a report at
+    :meth:`shutdown`.
+
+    Args:
+        name: the bridge's name; its loop thread is named after it.
+        default_timeout: seconds a job may take, counted from ``submit()``, when
+            neither the job nor its kind says otherwise; ``None`` for no limit.
+        timeouts: per-kind defaults, e.g. ``{"hangup": 5.0}``.
+        use_uvloop: run the loop on uvloop when it is installed (the ``uvloop``
+            extra); plain asyncio otherwise.
+
+    Use it as a context manager, or call :meth:`start` (``submit()`` does it
+    for you) and :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        name: str = "bridge",
+        *,
+        default_timeout: float | None = 30.0,
+        timeouts: Mapping[str, float | None] | None = None,
+        use_uvloop: bool = False,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, not {name!r}")
+        self._name: Final = name
+        self._default_timeout = _check_timeout("default_timeout", default_timeout)
+        self._timeouts: Final = _check_timeouts(timeouts)
+        self._use_uvloop: Final = bool(use_uvloop)
+
+        self._lock = threading.Lock()  # guards everything below
+        self._lifecycle = _Lifecycle.NEW
+        self._runner: LoopThread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_ident: int | None = None  # read by Job without the lock
+        self._pid: int | None = None  # the process that started the loop
+        self._ids = itertools.count(1)
+        self._active: dict[int, Job[Any]] = {}
+        self._keys: dict[str, Job[Any]] = {}
+        self._incoming: list[Job[Any]] = []  # accepted, not yet seen by the loop
+        self._wake_pending = False  # a _drain() is scheduled on the loop
+        self._counts: dict[JobState, int] = dict.fromkeys(_FINAL, 0)
+        self._submitted = 0
+        self._rejected = 0
+        self._report: ShutdownReport | None = None
+        self._closed = threading.Event()
+        self._unobserved: weakref.WeakSet[Job[Any]] = weakref.WeakSet()
+
+    # -- identity ------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The bridge's name."""
+        return self._name
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop thread once the bridge has started, else ``None``."""
+        runner = self._runner
+        return None if runner is None else runner.thread
+
+    def __repr__(self) -> str:
+        return (
+            f"<Bridge {self._name!r} {self._lifecycle.name} "
+            f"active={len(self._active)} submitted={self._submitted}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> Bridge:
+        """Start the loop thread, once; later calls do nothing. Any thread.
+
+        Returns:
+            The bridge itself.
+
+        Raises:
+            BridgeClosed: the bridge has been shut down.
+        """
+        self._check_forked()
+        with self._lock:
+            if self._lifecycle is _Lifecycle.RUNNING:
+                return self
+            if self._lifecycle is not _Lifecycle.NEW:
+                raise BridgeClosed(f"bridge {self._name!r} {self._lifecycle.value}")
+            runner = LoopThread(self._name, use_uvloop=self._use_uvloop)
+            self._loop = runner.start()
+            self._runner = runner
+            self._loop_ident = runner.ident
+            self._pid = os.getpid()
+            self._lifecycle = _Lifecycle.RUNNING
+        return self
+
+    def __enter__(self) -> Bridge:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def shutdown(self, timeout: float | None = 5.0) -> ShutdownReport:
+        """Stop the bridge: stop intake, drain, cancel the rest, stop the loop.
+
+        Intake stops at once (``submit()`` raises :class:`BridgeClosed`).
+        Unfinished jobs get *timeout* seconds to finish by themselves; the rest
+        are cancelled and get a short grace to unwind. Jobs that still have not
+        ended (they block the loop thread or ignore cancellation) are listed in
+        :attr:`ShutdownReport.stuck` and resolved with :class:`JobCancelled`.
+        Then the loop stops and its thread is joined with a bound. Shutdown
+        returns within *timeout* plus about one second, whatever the jobs do.
+        Idempotent: later calls return the first report.
+
+        Args:
+            timeout: seconds to let unfinished jobs finish; ``None`` waits for
+                them without a limit.
+
+        **Thread safety:** any thread but the loop thread, where it would wait
+        for the loop it blocks (:class:`WrongThread`).
+        """
+        timeout = _check_timeout("timeout", timeout)
+        self._check_forked()
+        if self._on_loop_thread():
+            raise WrongThread(
+                "Bridge.shutdown() on the bridge's loop thread would wait for jobs "
+                "that need the very loop it blocks: a deadlock. Call it from another thread."
+            )
+        with self._lock:
+            lifecycle = self._lifecycle
+            if lifecycle is _Lifecycle.RUNNING:
+                self._lifecycle = _Lifecycle.CLOSING
+            elif lifecycle is _Lifecycle.NEW:
+                self._lifecycle = _Lifecycle.CLOSED
+                self._report = ShutdownReport(0, (), (), 0.0)
+                self._closed.set()
+        if lifecycle is not _Lifecycle.RUNNING:
+            self._closed.wait()
+            assert self._report is not None
+            return self._report
+        try:
+            self._report = self._shutdown(timeout)
+        finally:
+            with self._lock:
+                self._lifecycle = _Lifecycle.CLOSED
+            self._closed.set()
+        return self._report
+
+    # -- submitting ------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[T]] | Coroutine[Any, Any, T],
+        /,
+        *args: Unpack[PosArgsT],
+        key: str | None = None,
+        kind: str = "job",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+        on_conflict: OnConflict = "reject",
+    ) -> Job[T]:
+        """Run ``fn(*args)`` on the loop thread as a job, and return the job.
+
+        Args:
+            fn: an async function (called on the loop thread with *args), a
+                coroutine object (no *args), or a plain callable that returns an
+                awaitable (called at once, on this thread). Pass keyword
+                arguments with :func:`functools.partial` or a coroutine object.
+            key: a name unique among unfinished jobs, e.g. ``"hangup:42"``.
+            kind: the job's kind, for per-kind timeouts and :meth:`jobs`.
+            timeout: seconds the job may take from now; ``None`` for no limit;
+                by default the kind's timeout, else ``default_timeout``.
+            on_conflict: when *key* names an unfinished job: ``"reject"``
+                raises :class:`DuplicateJob`, ``"replace"`` cancels that job and
+                submits this one, ``"join"`` returns that job instead.
+
+        Raises:
+            TypeError: *fn* is not async, or a coroutine came with *args*.
+            ValueError: *timeout* is negative or NaN, or *on_conflict* unknown.
+            DuplicateJob: *key* is taken and *on_conflict* is ``"reject"``.
+            BridgeClosed: the bridge is shutting down or shut down.
+
+        A refused submission leaves nothing behind: no job, task or key, and a
+        coroutine object passed in is closed (no "never awaited" warning).
+
+        **Thread safety:** any thread, the loop thread included; never blocks.
+        Starts the bridge if it has not been started.
+
+        **Cancellation and timeouts:** the deadline counts from this call; when
+        it expires the coroutine is cancelled and the job ends ``TIMED_OUT``.
+        """
+        return self._submit(fn, args, key, kind, timeout, on_conflict, False)
+
+    def call(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[T]] | Coroutine[Any, Any, T],
+        /,
+        *args: Unpack[PosArgsT],
+        key: str | None = None,
+        kind: str = "job",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+    ) -> T:
+        """Run ``fn(*args)`` on the loop thread, wait for it, return its value.
+
+        Arguments as for :meth:`submit` (a taken key raises
+        :class:`DuplicateJob`).
+
+        Raises:
+            JobTimeout: the job's deadline expired (its coroutine was cancelled).
+            JobCancelled: the job was cancelled by someone else.
+            WrongThread: called on the loop thread.
+            Exception: whatever the coroutine raised.
+
+        **Thread safety:** any thread but the loop thread, where waiting would
+        block the loop the job needs (:class:`WrongThread`); use ``await``
+        there.
+
+        **Cancellation and timeouts:** if the wait is interrupted (for example
+        by ``KeyboardInterrupt``), the job is cancelled.
+        """
+        if self._on_loop_thread():
+            _close_if_coroutine(fn)
+            raise WrongThread(
+                "Bridge.call() on the bridge's loop thread would block the loop until "
+                "a job finishes that needs that loop to run: a deadlock. "
+                "Inside a coroutine, 'await' the coroutine (or 'await bridge.submit(...)')."
+            )
+        job: Job[T] = self._submit(fn, args, key, kind, timeout, "reject", True)
+        try:
+            return job.result()
+        except BaseException:
+            job.cancel()
+            raise
+
+    def blocking(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], Awaitable[T]],
+        /,
+        *,
+        kind: str = "job",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+    ) -> Callable[[Unpack[PosArgsT]], T]:
+        """Return a sync function with *fn*'s positional signature that calls it.
+
+        ``greet = bridge.blocking(tts.greet)`` then ``greet(call_id)`` from a
+        callback thread is ``bridge.call(tts.greet, call_id)``. *kind* and
+        *timeout* apply to every call.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
+        _check_kind(kind)
+        _check_timeout("timeout", timeout)
+
+        @functools.wraps(fn)
+        def blocking_fn(*args: Unpack[PosArgsT]) -> T:
+            return self.call(fn, *args, kind=kind, timeout=timeout)
+
+        return blocking_fn
+
+    # -- inspecting and cancelling ----------------------------------------------
+
+    def jobs(self, kind: str | None = None) -> list[JobInfo]:
+        """Snapshots of the jobs that have not finished, oldest first. Any thread."""
+        self._check_forked()
+        with self._lock:
+            jobs = list(self._active.values())
+        return [job.info() for job in jobs if kind is None or job.kind == kind]
+
+    def get(self, key: str) -> Job[Any] | None:
+        """The unfinished job with this key, or ``None``. Any thread."""
+        self._check_forked()
+        return self._keys.get(key)
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the unfinished job with this key. Any thread.
+
+        Returns:
+            Whether there was such a job (see :meth:`Job.cancel`).
+        """
+        job = self.get(key)
+        return job is not None and job.cancel()
+
+    def cancel_all(self, kind: str | None = None) -> int:
+        """Cancel every unfinished job, or those of one kind. Any thread.
+
+        Returns:
+            How many jobs were asked to stop.
+        """
+        self._check_forked()
+        with self._lock:
+            jobs = [j for j in self._active.values() if kind is None or j.kind == kind]
+        return sum(job.cancel() for job in jobs)
+
+    def stats(self) -> BridgeStats:
+        """A snapshot of the bridge's counters. Any thread."""
+        self._check_forked()
+        with self._lock:
+            counts = self._counts
+            return BridgeStats(
+                submitted=self._submitted,
+                succeeded=counts[_SUCCEEDED],
+                failed=counts[_FAILED],
+                cancelled=counts[_CANCELLED],
+                timed_out=counts[_TIMED_OUT],
+                rejected=self._rejected,
+                active=len(self._active),
+                pending_by_kind=_count_by_kind(self._active.values(), _PENDING),
+                running_by_kind=_count_by_kind(self._active.values(), _RUNNING),
+            )
+
+    # -- internals: intake (any thread) ------------------------------------------
+
+    def _submit(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        key: str | None,
+        kind: str,
+        timeout: float | DefaultType | None,
+        on_conflict: str,
+        observed: bool,
+    ) -> Job[Any]:
+        coro: Coroutine[Any, Any, Any] | None = None
+        try:
+            self._check_forked()
+            fn, coro = _split_callable(fn, args)
+            if fn is None:
+                args = ()
+            job = self._new_job(fn, args, coro, key, kind, timeout, on_conflict, observed)
+            if self._loop is None:
+                self.start()
+            existing = self._register(job, on_conflict)
+        except BaseException:
+            if coro is not None:
+                coro.close()
+            raise
+        if existing is not None:  # on_conflict="join"
+            if coro is not None:
+                coro.close()
+            return existing
+        if _log.tracing():
+            _log.emit("debug", _log.JOB_SUBMITTED, self._fields(job))
+        return job
+
+    def _new_job(
+        self,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        coro: Coroutine[Any, Any, Any] | None,
+        key: str | None,
+        kind: str,
+        timeout: float | DefaultType | None,
+        on_conflict: str,
+        observed: bool,
+    ) -> Job[Any]:
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
+        _check_kind(kind)
+        if on_conflict not in _ON_CONFLICT:
+            raise ValueError(
+                f"on_conflict must be 'reject', 'replace' or 'join', not {on_conflict!r}"
+            )
+        if timeout is USE_DEFAULT:
+            timeout = self._timeouts.get(kind, self._default_timeout)
+        else:
+            timeout = _check_timeout("timeout", timeout)
+        now = time.monotonic()
+        return Job(
+            self,
+            next(self._ids),
+            key,
+            kind,
+            fn,
+            args,
+            coro,
+            contextvars.copy_context(),
+            threading.current_thread().name,
+            time.time(),
+            now,
+            None if timeout is None else now + timeout,
+            observed,
+        )
+
+    def _register(self, job: Job[Any], on_conflict: str) -> Job[Any] | None:
+        """Account for *job* and hand it to the loop; or return the job to join."""
+        replaced = None
+        with self._lock:
+            if self._lifecycle is not _Lifecycle.RUNNING:
+                self._rejected += 1
+                raise BridgeClosed(
+                    f"bridge {self._name!r} {self._lifecycle.value}: it accepts no new jobs"
+                )
+            key = job.key
+            if key is not None:
+                replaced = self._keys.get(key)
+                if replaced is not None:
+                    if on_conflict == "join":
+                        return replaced
+                    if on_conflict == "reject":
+                        self._rejected += 1
+                        raise DuplicateJob(f"key {key!r} is already used by {replaced!r}")
+                self._keys[key] = job
+            self._active[job.id] = job
+            self._submitted += 1
+            self._incoming.append(job)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if replaced is not None:
+            replaced.cancel()
+        if wake:
+            self._call_soon(self._drain)
+        return None
+
+    def _call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Schedule ``callback(*args)`` on the loop, from any thread."""
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self._loop_ident:
+            loop.call_soon(callback, *args)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop has closed; shutdown resolves every job
+            pass
+
+    def _request_cancel(self, job: Job[Any]) -> None:
+        """Deliver a cancellation to *job* on the loop (called by Job.cancel)."""
+        self._call_soon(self._cancel_on_loop, job)
+
+    # -- internals: the loop thread ---------------------------------------------
+
+    def _drain(self) -> None:
+        """Start every job accepted since the last drain (one wake-up per burst)."""
+        with self._lock:
+            batch = self._incoming
+            self._incoming = []
+            self._wake_pending = False
+        for job in batch:
+            self._launch(job)
+
+    def _launch(self, job: Job[Any]) -> None:
+        if job._job_state is not _PENDING:  # cancelled before the loop saw it
+            return
+        loop = self._loop
+        assert loop is not None
+        if job._deadline_at is not None:
+            delay = job._deadline_at - time.monotonic()
+            if delay <= 0:
+                self._finish(job, _TIMED_OUT, error=_timeout_error(job))
+                return
+            job._timer = loop.call_later(delay, self._expire, job)
+        # The task runs in a copy: job._ctx stays as submit() saw it, for tracing.
+        task = _create_task(loop, self._run(job), job._ctx.copy())
+        job._task = task
+        task.add_done_callback(functools.partial(self._task_done, job))
+
+    async def _run(self, job: Job[Any]) -> None:
+        """The task body of every job: start it, run it, record how it ended."""
+        try:
+            coro = self._begin(job)
+            if coro is None:
+                return
+            value = await coro
+        except asyncio.CancelledError:
+            if job._timed_out:
+                self._finish(job, _TIMED_OUT, error=_timeout_error(job))
+            else:
+                self._finish(job, _CANCELLED, error=_cancelled_error(job))
+        except Exception as exc:  # noqa: BLE001 - the job failed: record it
+            self._finish(job, _FAILED, error=exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, re-raise
+            self._finish(job, _FAILED, error=exc)
+            raise
+        else:
+            self._finish(job, _SUCCEEDED, value=value)
+
+    def _begin(self, job: Job[Any]) -> Awaitable[Any] | None:
+        """Mark *job* running and return what to await; ``None`` if it ended."""
+        with self._lock:
+            if job._job_state is not _PENDING:
+                return None
+            job._job_state = _RUNNING
+        job._started_mono = time.monotonic()
+        job._started_at = time.time()
+        if _log.tracing():
+            queue_ms = (job._started_mono - job._submitted_mono) * 1000.0
+            _log.emit("debug", _log.JOB_STARTED, self._fields(job, queue_ms=queue_ms))
+        coro, fn, args = job._coro, job._fn, job._args
+        job._coro = job._fn = None
+        job._args = ()
+        if coro is not None:
+            return coro
+        assert fn is not None
+        awaitable: Awaitable[Any] = fn(*args)
+        return awaitable
+
+    def _expire(self, job: Job[Any]) -> None:
+        """The job's deadline timer fired."""
+        job._timer = None
+        if job._job_state is _PENDING:
+            self._finish(job, _TIMED_OUT, error=_timeout_error(job))
+        elif job._job_state is _RUNNING and job._task is not None:
+            job._timed_out = True
+            job._task.cancel()
+
+    def _cancel_on_loop(self, job: Job[Any]) -> None:
+        if job._job_state is _PENDING:
+            self._finish(job, _CANCELLED, error=_cancelled_error(job))
+        elif job._job_state is _RUNNING and job._task is not None:
+            job._task.cancel()
+
+    def _task_done(self, job: Job[Any], task: asyncio.Task[None]) -> None:
+        """Safety net: resolve a job whose task ended without _run resolving it.
+
+        That happens when a task is cancelled before its first step: _run never
+        starts, so its handlers never run.
+        """
+        if job._job_state in _FINAL:
+            return
+        if task.cancelled():
+            self._finish(job, _CANCELLED, error=_cancelled_error(job))
+        else:
+            self._finish(job, _FAILED, error=task.exception() or _cancelled_error(job))
+
+    def _finish(
+        self,
+        job: Job[Any],
+        state: JobState,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record how *job* ended, free its key, trace it, then resolve it.
+
+        Any thread (the shutdown thread resolves stuck jobs); the first call
+        for a job wins, later ones do nothing.
+        """
+        with self._lock:
+            previous = job._job_state
+            if previous in _FINAL:
+                return
+            job._job_state = state
+            del self._active[job.id]
+            key = job.key
+            if key is not None and self._keys.get(key) is job:
+                del self._keys[key]
+            self._counts[state] += 1
+        unstarted = job._coro if previous is _PENDING else None
+        job._coro = job._fn = None
+        job._args = ()
+        if unstarted is not None:  # never started, so never running: safe to close
+            unstarted.close()
+        self._stop_timer(job)
+        try:
+            self._trace_finished(job, state, error)
+        finally:
+            self._resolve(job, value, error)
+
+    @staticmethod
+    def _resolve(job: Job[Any], value: Any, error: BaseException | None) -> None:
+        job._error = error
+        try:
+            if error is None:
+                job.set_result(value)
+            else:
+                job.set_exception(error)
+        except concurrent.futures.InvalidStateError:  # pragma: no cover - defensive
+            pass
+
+    def _stop_timer(self, job: Job[Any]) -> None:
+        timer = job._timer
+        if timer is not None and threading.get_ident() == self._loop_ident:
+            job._timer = None
+            timer.cancel()
+
+    def _trace_finished(self, job: Job[Any], state: JobState, error: BaseException | None) -> None:
+        if _log.tracing():
+            run_ms = 0.0
+            if job._started_at is not None:
+                run_ms = (time.monotonic() - job._started_mono) * 1000.0
+            fields = self._fields(job, run_ms=run_ms, outcome=state.value)
+            _log.emit("debug", _log.JOB_FINISHED, fields)
+        if state is _TIMED_OUT:
+            _log.emit("warning", _log.JOB_TIMED_OUT, self._fields(job))
+        elif state is _FAILED and not job._observed:
+            self._unobserved.add(job)
+            _log.emit("error", _log.JOB_FAILED, self._fields(job, exc_info=error))
+
+    def _fields(self, job: Job[Any], **extra: Any) -> dict[str, Any]:
+        """The fields of a job's event: its submit-time bindings, then its own."""
+        fields = job._ctx.run(_log.bindings)
+        fields["job_id"] = job.id
+        fields["key"] = job.key
+        fields["kind"] = job.kind
+        fields["thread"] = job._thread_name
+        fields.update(extra)
+        return fields
+
+    # -- internals: shutdown -------------------------------------------------------
+
+    def _shutdown(self, timeout: float | None) -> ShutdownReport:
+        started = time.monotonic()
+        with self._lock:
+            jobs = list(self._active.values())
+        finished, pending = _wait(jobs, timeout)
+        cancelled: list[JobInfo] = []
+        if pending:
+            self._call_soon(self._cancel_everything)
+            ended, pending = _wait(pending, _CANCEL_GRACE)
+            cancelled = sorted((job.info() for job in ended), key=_by_id)
+        stuck = tuple(sorted((job.info() for job in pending), key=_by_id))
+        for job in pending:
+            self._finish(job, _CANCELLED, error=_stuck_error(job))
+        assert self._runner is not None
+        self._runner.stop(self._before_stop, _STOP_GRACE)
+        return ShutdownReport(
+            finished=len(finished),
+            cancelled=tuple(cancelled),
+            stuck=stuck,
+            duration=time.monotonic() - started,
+        )
+
+    def _cancel_everything(self) -> None:
+        with self._lock:
+            jobs = list(self._active.values())
+        for job in jobs:
+            self._cancel_on_loop(job)
+
+    async def _before_stop(self) -> None:
+        """Runs on the loop after the jobs, before the loop stops."""
+
+    # -- internals: threads and processes --------------------------------------------
+
+    def _on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_ident
+
+    def _check_forked(self) -> None:
+        pid = self._pid
+        if pid is not None and pid != os.getpid():
+            raise BridgeError(
+                f"bridge {self._name!r} was started in process {pid}; its loop thread "
+                f"does not exist in this process (a child created by os.fork()). "
+                f"Create a new Bridge in the child; bridge.default() does so by itself."
+            )
+
+    def _unretrieved_failures(self) -> list[Job[Any]]:
+        """Failed jobs nobody waited for and whose exception nobody retrieved."""
+        return [job for job in list(self._unobserved) if not job._retrieved]
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _split_callable(
+    fn: object, args: tuple[Any, ...]
+) -> tuple[Callable[..., Any] | None, Coroutine[Any, Any, Any] | None]:
+    """Return ``(async_fn, None)`` or ``(None, coroutine)``; TypeError otherwise."""
+    if asyncio.iscoroutine(fn):
+        if args:
+            fn.close()
+            raise TypeError(
+                "submit() got a coroutine object and positional arguments; pass either "
+                "a coroutine object, or an async function and its arguments"
+            )
+        return None, fn
+    if not callable(fn):
+        raise TypeError(
+            f"fn must be an async function or a coroutine object, not {type(fn).__name__}"
+        )
+    if _is_async_function(fn):
+        return fn, None
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"fn must be an async function, not a generator function: {fn!r}")
+    result = fn(*args)  # a plain callable: it builds the awaitable here and now
+    if asyncio.iscoroutine(result):
+        return None, result
+    if inspect.isawaitable(result):
+        return None, _await(result)
+    raise TypeError(
+        f"fn must be an async function; {getattr(fn, '__qualname__', fn)!r} returned "
+        f"{type(result).__name__}, not an awaitable"
+    )
+
+
+def _is_async_function(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - an async __call__ method
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _close_if_coroutine(fn: object) -> None:
+    if asyncio.iscoroutine(fn):
+        fn.close()
+
+
+def _check_kind(kind: object) -> None:
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind must be a non-empty str, not {kind!r}")
+
+
+def _check_timeout(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds (or None for no limit), not {value!r}")
+    return float(value)
+
+
+def _check_timeouts(timeouts: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    if timeouts is None:
+        return {}
+    if not isinstance(timeouts, Mapping):
+        raise TypeError(f"timeouts must be a mapping of kind to seconds, not {timeouts!r}")
+    checked: dict[str, float | None] = {}
+    for kind, value in timeouts.items():
+        _check_kind(kind)
+        checked[kind] = _check_timeout(f"timeouts[{kind!r}]", value)
+    return checked
+
+
+def _count_by_kind(jobs: Iterable[Job[Any]], state: JobState) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        if job._job_state is state:
+            counts[job.kind] = counts.get(job.kind, 0) + 1
+    return counts
+
+
+def _wait(jobs: list[Job[Any]], timeout: float | None) -> tuple[list[Job[Any]], list[Job[Any]]]:
+    """Wait for *jobs* (any thread); return those done and those not done."""
+    concurrent.futures.wait(jobs, timeout=timeout)
+    done: list[Job[Any]] = []
+    not_done: list[Job[Any]] = []
+    for job in jobs:
+        (done if job.done() else not_done).append(job)
+    return done, not_done
+
+
+def _by_id(info: JobInfo) -> int:
+    return info.id
+
+
+def _describe(job: Job[Any]) -> str:
+    return f"job {job.id} (key={job.key!r}, kind={job.kind!r})"
+
+
+def _timeout_error(job: Job[Any]) -> JobTimeout:
+    return JobTimeout(f"{_describe(job)} did not finish before its deadline; it was cancelled")
+
+
+def _cancelled_error(job: Job[Any]) -> JobCancelled:
+    return JobCancelled(f"{_describe(job)} was cancelled")
+
+
+def _stuck_error(job: Job[Any]) -> JobCancelled:
+    return JobCancelled(
+        f"{_describe(job)} did not end when the bridge shut down (it blocks the loop "
+        f"or ignores cancellation); it was abandoned"
+    )

@@ -1,0 +1,326 @@
+"""Jobs: the handle a submitter gets for one coroutine the bridge runs."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import enum
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+
+from ._exceptions import JobCancelled, WrongThread
+
+if TYPE_CHECKING:
+    from ._bridge import Bridge
+
+__all__ = ["Job", "JobInfo", "JobState"]
+
+T = TypeVar("T")
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life. The last four are final."""
+
+    #: Accepted, waiting for the loop (or for a free place in its kind's lane).
+    PENDING = "pending"
+    #: Its coroutine is running on the loop thread.
+    RUNNING = "running"
+    #: The coroutine returned a value.
+    SUCCEEDED = "succeeded"
+    #: The coroutine raised an exception.
+    FAILED = "failed"
+    #: The job was cancelled and its coroutine has finished unwinding.
+    CANCELLED = "cancelled"
+    #: The job's deadline expired and its coroutine has finished unwinding.
+    TIMED_OUT = "timed_out"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the state is final."""
+        return self in _FINAL
+
+    def __repr__(self) -> str:
+        return f"JobState.{self.name}"
+
+
+_FINAL: Final = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one job. Times are wall-clock ``time.time()`` values."""
+
+    #: The job's number, unique within its bridge.
+    id: int
+    #: The key it was submitted with, or ``None``.
+    key: str | None
+    #: Its kind (``"job"`` unless given).
+    kind: str
+    #: Its state when the snapshot was taken.
+    state: JobState
+    #: The name of the thread that submitted it.
+    thread: str
+    #: When it was submitted.
+    submitted_at: float
+    #: When its coroutine started, or ``None`` if it has not.
+    started_at: float | None
+    #: When its deadline expires, or ``None`` if it has none.
+    deadline: float | None
+
+
+@final
+class Job(concurrent.futures.Future[T], Generic[T]):
+    """One coroutine the bridge runs, accounted for until it ends.
+
+    A :class:`concurrent.futures.Future`: it works with
+    :func:`concurrent.futures.wait` and :func:`~concurrent.futures.as_completed`,
+    and ``await job`` works from any asyncio event loop. Jobs are created by
+    :meth:`Bridge.submit`, never directly.
+
+    **Thread safety:** every method may be called from any thread. Done
+    callbacks run on the loop thread (or on the thread that shuts the bridge
+    down, for a job stuck at shutdown).
+
+    **Cancellation and timeouts:** :meth:`cancel` delivers the cancellation to
+    the coroutine itself, also while it runs; the job is done once the coroutine
+    has finished unwinding, and then :meth:`result` raises
+    :class:`~bridge.JobCancelled`. A job whose deadline expired raises
+    :class:`~bridge.JobTimeout`.
+    """
+
+    # The base class uses _state, _result, _exception, _waiters, _done_callbacks
+    # and _condition: none of those names is reused here.
+    __slots__ = (
+        "_args",
+        "_bridge",
+        "_cancel_requested",
+        "_coro",
+        "_ctx",
+        "_deadline_at",
+        "_error",
+        "_fn",
+        "_job_state",
+        "_observed",
+        "_retrieved",
+        "_started_at",
+        "_started_mono",
+        "_submitted_at",
+        "_submitted_mono",
+        "_task",
+        "_thread_name",
+        "_timed_out",
+        "_timer",
+        "id",
+        "key",
+        "kind",
+    )
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        job_id: int,
+        key: str | None,
+        kind: str,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        coro: Coroutine[Any, Any, T] | None,
+        ctx: contextvars.Context,
+        thread_name: str,
+        submitted_at: float,
+        submitted_mono: float,
+        deadline_at: float | None,
+        observed: bool,
+    ) -> None:
+        super().__init__()
+        self._bridge = bridge
+        #: The job's number, unique within its bridge.
+        self.id: Final = job_id
+        #: The key the job was submitted with, or ``None``.
+        self.key: Final = key
+        #: The job's kind.
+        self.kind: Final = kind
+        # Either a coroutine object, or an async function and its arguments that
+        # the loop thread calls when the job starts. Dropped once it has.
+        self._fn = fn
+        self._args = args
+        self._coro = coro
+        self._ctx = ctx
+        self._thread_name = thread_name
+        self._submitted_at = submitted_at
+        self._submitted_mono = submitted_mono
+        self._deadline_at = deadline_at  # time.monotonic() value or None
+        self._job_state = JobState.PENDING  # guarded by the bridge's lock
+        self._started_at: float | None = None
+        self._started_mono = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._cancel_requested = False
+        self._timed_out = False
+        self._observed = observed  # somebody waits for the outcome
+        self._retrieved = False  # somebody has seen the outcome
+        self._error: BaseException | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> JobState:
+        """The job's current state."""
+        return self._job_state
+
+    def info(self) -> JobInfo:
+        """Return a frozen snapshot of the job."""
+        deadline = None
+        if self._deadline_at is not None:
+            deadline = self._submitted_at + (self._deadline_at - self._submitted_mono)
+        return JobInfo(
+            id=self.id,
+            key=self.key,
+            kind=self.kind,
+            state=self._job_state,
+            thread=self._thread_name,
+            submitted_at=self._submitted_at,
+            started_at=self._started_at,
+            deadline=deadline,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} key={self.key!r} kind={self.kind!r} {self._job_state.name}>"
+
+    # -- cancellation --------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Ask the job to stop; any thread may call this.
+
+        A pending job ends without starting. A running job's coroutine receives
+        the cancellation at its next ``await``; the job is done (and
+        :meth:`cancelled` true) only once the coroutine has finished unwinding.
+
+        Returns:
+            ``True`` if the job is cancelled or will be; ``False`` if it had
+            already finished otherwise.
+        """
+        state = self._job_state
+        if state is JobState.CANCELLED:
+            return True
+        if state in _FINAL:
+            return False
+        self._cancel_requested = True
+        self._bridge._request_cancel(self)
+        return True
+
+    def cancelled(self) -> bool:
+        """Whether the job ended cancelled (its coroutine has finished unwinding)."""
+        return self._job_state is JobState.CANCELLED
+
+    def running(self) -> bool:
+        """Whether the job's coroutine is running now."""
+        return self._job_state is JobState.RUNNING
+
+    # -- outcome -------------------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> T:
+        """Wait for the job and return its value.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits until the job ends.
+
+        Returns:
+            What the coroutine returned.
+
+        Raises:
+            JobCancelled: the job was cancelled.
+            JobTimeout: the job's own deadline expired.
+            TimeoutError: *timeout* expired first; the job keeps running.
+            WrongThread: called on the loop thread before the job is done.
+            Exception: whatever the coroutine raised.
+
+        **Thread safety:** any thread but the bridge's loop thread, where
+        waiting would deadlock; there, only a finished job may be asked.
+        """
+        if not self.done():
+            self._observed = True
+            self._check_may_wait("result")
+        self._retrieved = True
+        try:
+            return super().result(timeout)
+        except TimeoutError as exc:
+            if exc is self._error:
+                raise
+            raise self._wait_expired(timeout) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the job and return the exception it raised, or ``None``.
+
+        Raises :class:`~bridge.JobCancelled` for a cancelled job, as
+        :mod:`concurrent.futures` does; returns :class:`~bridge.JobTimeout` for
+        a job whose deadline expired. *timeout*, threads and the other errors
+        are as for :meth:`result`.
+        """
+        if not self.done():
+            self._observed = True
+            self._check_may_wait("exception")
+        self._retrieved = True
+        try:
+            error = super().exception(timeout)
+        except TimeoutError:
+            raise self._wait_expired(timeout) from None
+        if isinstance(error, JobCancelled):
+            raise error
+        return error
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        """Call ``fn(job)`` when the job is done (at once if it is).
+
+        The callback runs on the loop thread; it counts as somebody waiting for
+        the outcome, so a failure is not logged as unobserved.
+        """
+        self._observed = True
+        super().add_done_callback(fn)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """Wait for the job from any asyncio event loop.
+
+        **Cancellation:** cancelling the awaiting task stops the wait, not the
+        job: the job belongs to the bridge (call :meth:`cancel` for that).
+        """
+        if not self.done():
+            self._observed = True
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.add_done_callback(_waker(loop, waiter))
+            yield from waiter
+        return self.result()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_may_wait(self, what: str) -> None:
+        if threading.get_ident() == self._bridge._loop_ident:
+            raise WrongThread(
+                f"Job.{what}() on the bridge's loop thread would block the loop that "
+                f"must run the job: a deadlock. Use 'await job' inside a coroutine."
+            )
+
+    def _wait_expired(self, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"{self!r} did not finish within {timeout} s; it keeps running")
+
+
+def _waker(
+    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]
+) -> Callable[[object], None]:
+    def wake(_: object) -> None:
+        try:
+            loop.call_soon_threadsafe(_set_waiter, waiter)
+        except RuntimeError:  # the awaiting loop has closed: nobody to wake
+            pass
+
+    return wake
+
+
+def _set_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,60 @@
+"""Frozen snapshots the bridge hands out: statistics and the shutdown report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ._job import JobInfo
+
+__all__ = ["BridgeStats", "ShutdownReport"]
+
+
+@dataclass(frozen=True)
+class BridgeStats:
+    """Counters of one bridge since it was created (a snapshot)."""
+
+    #: Jobs accepted.
+    submitted: int
+    #: Jobs whose coroutine returned.
+    succeeded: int
+    #: Jobs whose coroutine raised.
+    failed: int
+    #: Jobs that ended cancelled.
+    cancelled: int
+    #: Jobs whose deadline expired.
+    timed_out: int
+    #: Submissions refused (closed bridge, duplicate key, overload).
+    rejected: int
+    #: Jobs not finished yet (pending or running).
+    active: int
+    #: Of those, how many wait for the loop or for a place in their lane, by kind.
+    pending_by_kind: Mapping[str, int] = field(default_factory=dict)
+    #: Of those, how many are running now, by kind.
+    running_by_kind: Mapping[str, int] = field(default_factory=dict)
+    #: Submissions refused with :class:`~bridge.Overloaded` (part of ``rejected``).
+    overloaded: int = 0
+
+
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What :meth:`Bridge.shutdown` found and did."""
+
+    #: Jobs that finished by themselves while shutdown waited for them.
+    finished: int
+    #: Jobs shutdown cancelled once its timeout had passed, as they ended.
+    cancelled: tuple[JobInfo, ...]
+    #: Jobs that did not end even when cancelled (they block the loop thread or
+    #: ignore cancellation), as they were; they are resolved with ``JobCancelled``.
+    stuck: tuple[JobInfo, ...]
+    #: Seconds the shutdown took.
+    duration: float
+    #: Resources exited (see :meth:`Bridge.resource`), errors included.
+    resources_closed: int = 0
+    #: ``(repr of the resource, exception)`` for each resource whose exit raised.
+    resource_errors: tuple[tuple[str, BaseException], ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Whether every job ended by itself and every resource closed cleanly."""
+        return not (self.cancelled or self.stuck or self.resource_errors)
