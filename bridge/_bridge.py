@@ -15,31 +15,44 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
+import janus
+
 from . import _log
+from ._channel import Channel
 from ._exceptions import (
     BridgeClosed,
     BridgeError,
     DuplicateJob,
     JobCancelled,
     JobTimeout,
+    Overloaded,
     WrongThread,
 )
 from ._job import Job, JobInfo, JobState
+from ._lanes import Lane
 from ._loop import LoopThread
+from ._map import map_jobs
+from ._resources import ResourceStack
 from ._stats import BridgeStats, ShutdownReport
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
+from ._watchdog import Watchdog
+from ._workers import WorkerPool
 
-__all__ = ["Bridge", "OnConflict"]
+__all__ = ["Bridge", "OnConflict", "WhenFull"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 OnConflict = Literal["reject", "replace", "join"]
 _ON_CONFLICT: Final = frozenset({"reject", "replace", "join"})
+WhenFull = Literal["block", "reject"]
+_WHEN_FULL: Final = frozenset({"block", "reject"})
 
 #: After the shutdown timeout: how long cancelled jobs get to unwind ...
 _CANCEL_GRACE: Final = 0.5
@@ -88,6 +101,18 @@ class Bridge:
         default_timeout: seconds a job may take, counted from ``submit()``, when
             neither the job nor its kind says otherwise; ``None`` for no limit.
         timeouts: per-kind defaults, e.g. ``{"hangup": 5.0}``.
+        limits: per-kind concurrency limits, e.g. ``{"tts": 2}``: at most that
+            many jobs of the kind run at once; the others wait, in FIFO order.
+        max_pending: at most this many unfinished jobs; ``None`` for no bound.
+        when_full: what ``submit()`` does when *max_pending* is reached:
+            ``"block"`` waits for room (up to its ``block_timeout``),
+            ``"reject"`` raises :class:`Overloaded` at once.
+        thread_workers: how many threads :meth:`to_thread` may use.
+        thread_initializer: called once on each worker thread before its first
+            task, e.g. to register the thread with a native library.
+        loop_block_warning: log a ``loop.blocked`` warning when the loop thread
+            has not come back to the event loop for this many seconds;
+            ``None`` (the default) disables the watchdog.
         use_uvloop: run the loop on uvloop when it is installed (the ``uvloop``
             extra); plain asyncio otherwise.
 
@@ -101,6 +126,12 @@ class Bridge:
         *,
         default_timeout: float | None = 30.0,
         timeouts: Mapping[str, float | None] | None = None,
+        limits: Mapping[str, int] | None = None,
+        max_pending: int | None = None,
+        when_full: WhenFull = "block",
+        thread_workers: int = 8,
+        thread_initializer: Callable[[], object] | None = None,
+        loop_block_warning: float | None = None,
         use_uvloop: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -108,9 +139,26 @@ class Bridge:
         self._name: Final = name
         self._default_timeout = _check_timeout("default_timeout", default_timeout)
         self._timeouts: Final = _check_timeouts(timeouts)
+        self._lanes: Final = {kind: Lane(n) for kind, n in _check_limits(limits).items()}
+        self._max_pending: Final = _check_count("max_pending", max_pending, allow_none=True)
+        if when_full not in _WHEN_FULL:
+            raise ValueError(f"when_full must be 'block' or 'reject', not {when_full!r}")
+        self._when_full: Final = when_full
+        _check_count("thread_workers", thread_workers, allow_none=False)
+        if thread_initializer is not None and not callable(thread_initializer):
+            raise TypeError(f"thread_initializer must be callable, not {thread_initializer!r}")
+        self._workers: Final = WorkerPool(name, thread_workers, thread_initializer)
+        self._block_warning = _check_timeout("loop_block_warning", loop_block_warning)
+        if self._block_warning == 0:
+            raise ValueError("loop_block_warning must be > 0 seconds, or None to disable it")
         self._use_uvloop: Final = bool(use_uvloop)
+        self._watchdog: Watchdog | None = None
+        self._resources = ResourceStack()  # loop thread only
+        self._resource_outcome: tuple[int, tuple[tuple[str, BaseException], ...]] = (0, ())
 
         self._lock = threading.Lock()  # guards everything below
+        self._room = threading.Condition(self._lock)  # max_pending: a job finished
+        self._channels: weakref.WeakSet[Channel[Any]] = weakref.WeakSet()
         self._lifecycle = _Lifecycle.NEW
         self._runner: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,6 +172,7 @@ class Bridge:
         self._counts: dict[JobState, int] = dict.fromkeys(_FINAL, 0)
         self._submitted = 0
         self._rejected = 0
+        self._overloaded = 0
         self._report: ShutdownReport | None = None
         self._closed = threading.Event()
         self._unobserved: weakref.WeakSet[Job[Any]] = weakref.WeakSet()
@@ -170,6 +219,16 @@ class Bridge:
             self._loop_ident = runner.ident
             self._pid = os.getpid()
             self._lifecycle = _Lifecycle.RUNNING
+            if self._block_warning is not None:
+                assert runner.ident is not None
+                self._watchdog = Watchdog(
+                    self._loop,
+                    runner.ident,
+                    self._block_warning,
+                    self._describe_task,
+                    f"{self._name}-watchdog",
+                )
+                self._watchdog.start()
         return self
 
     def __enter__(self) -> Bridge:
@@ -213,6 +272,7 @@ class Bridge:
             lifecycle = self._lifecycle
             if lifecycle is _Lifecycle.RUNNING:
                 self._lifecycle = _Lifecycle.CLOSING
+                self._room.notify_all()  # blocked submitters raise BridgeClosed
             elif lifecycle is _Lifecycle.NEW:
                 self._lifecycle = _Lifecycle.CLOSED
                 self._report = ShutdownReport(0, (), (), 0.0)
@@ -240,6 +300,7 @@ class Bridge:
         kind: str = "job",
         timeout: float | DefaultType | None = USE_DEFAULT,
         on_conflict: OnConflict = "reject",
+        block_timeout: float | None = None,
     ) -> Job[T]:
         """Run ``fn(*args)`` on the loop thread as a job, and return the job.
 
@@ -255,23 +316,29 @@ class Bridge:
             on_conflict: when *key* names an unfinished job: ``"reject"``
                 raises :class:`DuplicateJob`, ``"replace"`` cancels that job and
                 submits this one, ``"join"`` returns that job instead.
+            block_timeout: with ``max_pending`` and ``when_full="block"``, how
+                long to wait for room; ``None`` waits as long as it takes.
 
         Raises:
             TypeError: *fn* is not async, or a coroutine came with *args*.
             ValueError: *timeout* is negative or NaN, or *on_conflict* unknown.
             DuplicateJob: *key* is taken and *on_conflict* is ``"reject"``.
+            Overloaded: ``max_pending`` jobs are unfinished and there was no
+                room in time (at once with ``when_full="reject"`` or on the
+                loop thread, which never blocks).
             BridgeClosed: the bridge is shutting down or shut down.
 
         A refused submission leaves nothing behind: no job, task or key, and a
         coroutine object passed in is closed (no "never awaited" warning).
 
-        **Thread safety:** any thread, the loop thread included; never blocks.
-        Starts the bridge if it has not been started.
+        **Thread safety:** any thread, the loop thread included. Blocks only
+        for backpressure (``max_pending`` with ``when_full="block"``), never on
+        the loop thread. Starts the bridge if it has not been started.
 
         **Cancellation and timeouts:** the deadline counts from this call; when
         it expires the coroutine is cancelled and the job ends ``TIMED_OUT``.
         """
-        return self._submit(fn, args, key, kind, timeout, on_conflict, False)
+        return self._submit(fn, args, key, kind, timeout, on_conflict, False, block_timeout)
 
     def call(
         self,
@@ -339,6 +406,141 @@ class Bridge:
 
         return blocking_fn
 
+    def map(
+        self,
+        fn: Callable[[T], Awaitable[R]],
+        iterable: Iterable[T],
+        /,
+        *,
+        concurrency: int = 16,
+        kind: str = "map",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+        ordered: bool = True,
+        on_progress: Callable[[int, int | None], object] | None = None,
+    ) -> Iterator[R]:
+        """Run ``fn(item)`` for each item as jobs, lazily; yield the results.
+
+        Items are pulled from *iterable* only as places free up: at most
+        *concurrency* jobs exist at once, and in ordered mode results that
+        arrive early count toward that bound, so memory depends on
+        *concurrency*, not on the length of the input.
+
+        Args:
+            fn: an async function of one argument.
+            iterable: the items; a generator is fine (and is not read ahead).
+            concurrency: how many jobs may be in flight.
+            kind: the jobs' kind; *timeout* is each job's own deadline.
+            ordered: yield in input order (``True``) or as jobs complete.
+            on_progress: called as ``on_progress(done, total)`` on the
+                iterating thread after each result; *total* is ``len(iterable)``
+                when it has one, else ``None``.
+
+        Returns:
+            An iterator of the results.
+
+        Raises:
+            ValueError: *concurrency* < 1.
+            WrongThread: called on the loop thread (iterating would block it).
+
+        **Cancellation and timeouts:** the first failure (an exception, a
+        timeout, a cancellation) is raised from the iterator and cancels the
+        jobs in flight; so does closing the iterator early (``break``,
+        ``close()``, garbage collection).
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
+        if not isinstance(iterable, Iterable):
+            raise TypeError(f"iterable must be iterable, not {type(iterable).__name__}")
+        _check_count("concurrency", concurrency, allow_none=False)
+        _check_kind(kind)
+        if timeout is not USE_DEFAULT:
+            _check_timeout("timeout", timeout)
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be callable or None, not {on_progress!r}")
+        if self._on_loop_thread():
+            raise WrongThread(
+                "Bridge.map() on the bridge's loop thread would block the loop while "
+                "waiting for jobs that need it: a deadlock. Use asyncio.gather or a "
+                "task group inside coroutines."
+            )
+        return map_jobs(self, fn, iterable, concurrency, kind, timeout, ordered, on_progress)
+
+    def resource(self, factory: Callable[[], AbstractAsyncContextManager[T]], /) -> T:
+        """Enter ``factory()`` on the loop; exit it when the bridge shuts down.
+
+        ``client = bridge.resource(lambda: httpx.AsyncClient(timeout=5))`` gives
+        a client that lives on the bridge's loop and is closed at shutdown,
+        after the jobs and before the loop stops. Resources are exited in
+        reverse order of entry; an error in one exit is logged and recorded in
+        :attr:`ShutdownReport.resource_errors`, and the others still close.
+
+        Args:
+            factory: called on the loop thread; must return an async context
+                manager. What its ``__aenter__`` returns is returned here.
+
+        Raises:
+            TypeError: *factory* does not return an async context manager
+                (nothing is left to close).
+            WrongThread: called on the loop thread; use :meth:`aresource`.
+
+        **Thread safety:** any thread but the loop thread.
+        """
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, not {type(factory).__name__}")
+        if self._on_loop_thread():
+            raise WrongThread(
+                "Bridge.resource() on the bridge's loop thread would block the loop "
+                "that must enter the resource: a deadlock. Use 'await bridge.aresource(...)'."
+            )
+        return self.call(self.aresource, factory, kind="resource")
+
+    async def aresource(self, factory: Callable[[], AbstractAsyncContextManager[T]], /) -> T:
+        """:meth:`resource` for coroutines running on the bridge's loop.
+
+        **Cancellation:** if cancelled while ``__aenter__`` runs, the resource
+        is not registered (and ``__aenter__`` decides what to undo).
+        """
+        self._check_on_loop("aresource")
+        return await self._resources.enter(factory)
+
+    def channel(self, maxsize: int = 0) -> Channel[Any]:
+        """Create a :class:`Channel` (a janus queue) bound to the bridge's loop.
+
+        Args:
+            maxsize: the capacity; 0 means unbounded. A full channel blocks
+                ``sync_q.put`` and ``await async_q.put``: that is the
+                backpressure between a media thread and the loop.
+
+        The bridge closes its channels when it shuts down.
+
+        **Thread safety:** any thread (it starts the bridge if needed).
+        """
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0 (0: unbounded), not {maxsize}")
+        if self._on_loop_thread():
+            channel = _new_channel(maxsize)
+        else:
+            channel = self.call(_anew_channel, maxsize, kind="channel", timeout=None)
+        with self._lock:
+            self._channels.add(channel)
+        return channel
+
+    async def to_thread(self, fn: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T:
+        """Run blocking ``fn(*args)`` on one of the bridge's worker threads.
+
+        At most ``thread_workers`` run at once; each worker thread has run
+        ``thread_initializer`` before its first task. *fn* runs in a copy of
+        the caller's context (contextvars).
+
+        **Cancellation:** a call still waiting for a worker is dropped; one that
+        is running cannot be interrupted: the await ends at once with
+        ``CancelledError`` and the thread finishes *fn* in the background.
+        """
+        future = self._workers.submit(fn, args)
+        return await asyncio.wrap_future(future)
+
     # -- inspecting and cancelling ----------------------------------------------
 
     def jobs(self, kind: str | None = None) -> list[JobInfo]:
@@ -388,6 +590,7 @@ class Bridge:
                 active=len(self._active),
                 pending_by_kind=_count_by_kind(self._active.values(), _PENDING),
                 running_by_kind=_count_by_kind(self._active.values(), _RUNNING),
+                overloaded=self._overloaded,
             )
 
     # -- internals: intake (any thread) ------------------------------------------
@@ -401,6 +604,7 @@ class Bridge:
         timeout: float | DefaultType | None,
         on_conflict: str,
         observed: bool,
+        block_timeout: float | None = None,
     ) -> Job[Any]:
         coro: Coroutine[Any, Any, Any] | None = None
         try:
@@ -409,9 +613,10 @@ class Bridge:
             if fn is None:
                 args = ()
             job = self._new_job(fn, args, coro, key, kind, timeout, on_conflict, observed)
+            block_timeout = _check_timeout("block_timeout", block_timeout)
             if self._loop is None:
                 self.start()
-            existing = self._register(job, on_conflict)
+            existing = self._register(job, on_conflict, block_timeout)
         except BaseException:
             if coro is not None:
                 coro.close()
@@ -463,16 +668,18 @@ class Bridge:
             observed,
         )
 
-    def _register(self, job: Job[Any], on_conflict: str) -> Job[Any] | None:
+    def _register(
+        self, job: Job[Any], on_conflict: str, block_timeout: float | None
+    ) -> Job[Any] | None:
         """Account for *job* and hand it to the loop; or return the job to join."""
+        key = job.key
         replaced = None
         with self._lock:
-            if self._lifecycle is not _Lifecycle.RUNNING:
-                self._rejected += 1
-                raise BridgeClosed(
-                    f"bridge {self._name!r} {self._lifecycle.value}: it accepts no new jobs"
-                )
-            key = job.key
+            self._check_accepting()
+            if key is not None and on_conflict == "join" and key in self._keys:
+                return self._keys[key]  # joining needs no room
+            if self._max_pending is not None and len(self._active) >= self._max_pending:
+                self._wait_for_room(block_timeout)  # may release the lock while waiting
             if key is not None:
                 replaced = self._keys.get(key)
                 if replaced is not None:
@@ -492,6 +699,35 @@ class Bridge:
         if wake:
             self._call_soon(self._drain)
         return None
+
+    # Called with self._lock held.
+    def _check_accepting(self) -> None:
+        if self._lifecycle is not _Lifecycle.RUNNING:
+            self._rejected += 1
+            raise BridgeClosed(
+                f"bridge {self._name!r} {self._lifecycle.value}: it accepts no new jobs"
+            )
+
+    # Called with self._lock held (self._room waits on it).
+    def _wait_for_room(self, block_timeout: float | None) -> None:
+        limit = self._max_pending
+        assert limit is not None
+        if self._when_full == "block" and not self._on_loop_thread():
+            deadline = None if block_timeout is None else time.monotonic() + block_timeout
+            while len(self._active) >= limit and self._lifecycle is _Lifecycle.RUNNING:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._room.wait(remaining)
+            self._check_accepting()
+            if len(self._active) < limit:
+                return
+        self._rejected += 1
+        self._overloaded += 1
+        raise Overloaded(
+            f"bridge {self._name!r} has max_pending={limit} unfinished jobs"
+            + ("" if self._when_full == "reject" else "; no room came in time")
+        )
 
     def _call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Schedule ``callback(*args)`` on the loop, from any thread."""
@@ -531,6 +767,11 @@ class Bridge:
                 self._finish(job, _TIMED_OUT, error=_timeout_error(job))
                 return
             job._timer = loop.call_later(delay, self._expire, job)
+        lane = self._lanes.get(job.kind)
+        if lane is None or lane.admit(job):
+            self._start_task(loop, job)
+
+    def _start_task(self, loop: asyncio.AbstractEventLoop, job: Job[Any]) -> None:
         # The task runs in a copy: job._ctx stays as submit() saw it, for tracing.
         task = _create_task(loop, self._run(job), job._ctx.copy())
         job._task = task
@@ -627,6 +868,10 @@ class Bridge:
             if key is not None and self._keys.get(key) is job:
                 del self._keys[key]
             self._counts[state] += 1
+            if self._max_pending is not None:
+                self._room.notify()
+        if job._task is not None and job.kind in self._lanes:
+            self._next_in_lane(job.kind)
         unstarted = job._coro if previous is _PENDING else None
         job._coro = job._fn = None
         job._args = ()
@@ -648,6 +893,15 @@ class Bridge:
                 job.set_exception(error)
         except concurrent.futures.InvalidStateError:  # pragma: no cover - defensive
             pass
+
+    def _next_in_lane(self, kind: str) -> None:
+        """A job of a limited kind that had a place ended: start the next one."""
+        loop = self._loop
+        if loop is None or threading.get_ident() != self._loop_ident:
+            return  # shutdown is resolving stuck jobs: nothing more starts
+        following = self._lanes[kind].release()
+        if following is not None:
+            self._start_task(loop, following)
 
     def _stop_timer(self, job: Job[Any]) -> None:
         timer = job._timer
@@ -684,6 +938,9 @@ class Bridge:
         started = time.monotonic()
         with self._lock:
             jobs = list(self._active.values())
+            channels = list(self._channels)
+        for channel in channels:  # wakes producers and consumers alike
+            channel.close()
         finished, pending = _wait(jobs, timeout)
         cancelled: list[JobInfo] = []
         if pending:
@@ -695,11 +952,17 @@ class Bridge:
             self._finish(job, _CANCELLED, error=_stuck_error(job))
         assert self._runner is not None
         self._runner.stop(self._before_stop, _STOP_GRACE)
+        self._workers.shutdown(_STOP_GRACE)
+        if self._watchdog is not None:
+            self._watchdog.stop(_STOP_GRACE)
+        closed, errors = self._resource_outcome
         return ShutdownReport(
             finished=len(finished),
             cancelled=tuple(cancelled),
             stuck=stuck,
             duration=time.monotonic() - started,
+            resources_closed=closed,
+            resource_errors=errors,
         )
 
     def _cancel_everything(self) -> None:
@@ -710,11 +973,28 @@ class Bridge:
 
     async def _before_stop(self) -> None:
         """Runs on the loop after the jobs, before the loop stops."""
+        self._resource_outcome = await self._resources.aclose()
+
+    def _describe_task(self, task: asyncio.Task[Any] | None) -> dict[str, Any]:
+        """Fields naming the job whose task is *task* (for the watchdog)."""
+        with self._lock:
+            jobs = list(self._active.values())
+        for job in jobs:
+            if task is not None and job._task is task:
+                return self._fields(job)
+        return {"job_id": None, "key": None, "kind": None}
 
     # -- internals: threads and processes --------------------------------------------
 
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_ident
+
+    def _check_on_loop(self, what: str) -> None:
+        if not self._on_loop_thread():
+            raise WrongThread(
+                f"Bridge.{what}() must be awaited on the bridge's own loop (inside a job); "
+                f"from other threads use the blocking form"
+            )
 
     def _check_forked(self) -> None:
         pid = self._pid
@@ -805,6 +1085,44 @@ def _check_timeouts(timeouts: Mapping[str, float | None] | None) -> dict[str, fl
         _check_kind(kind)
         checked[kind] = _check_timeout(f"timeouts[{kind!r}]", value)
     return checked
+
+
+def _check_count(name: str, value: object, *, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, not {value}")
+    return value
+
+
+def _check_limits(limits: Mapping[str, int] | None) -> dict[str, int]:
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise TypeError(f"limits must be a mapping of kind to a count, not {limits!r}")
+    checked: dict[str, int] = {}
+    for kind, limit in limits.items():
+        _check_kind(kind)
+        count = _check_count(f"limits[{kind!r}]", limit, allow_none=False)
+        assert count is not None
+        checked[kind] = count
+    return checked
+
+
+def _new_channel(maxsize: int) -> Channel[Any]:
+    """Create a channel on the loop thread and bind its queue to this loop."""
+    queue: janus.Queue[Any] = janus.Queue(maxsize)
+    # janus binds its loop lazily, at the first async operation; bind it now to
+    # the bridge's loop, so a thread's put() before any get() still wakes it.
+    with queue._sync_mutex:
+        queue._get_loop()
+    return Channel(queue)
+
+
+async def _anew_channel(maxsize: int) -> Channel[Any]:
+    return _new_channel(maxsize)
 
 
 def _count_by_kind(jobs: Iterable[Job[Any]], state: JobState) -> dict[str, int]:

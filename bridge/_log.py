@@ -34,6 +34,7 @@ JOB_FINISHED: Final = "job.finished"
 JOB_TIMED_OUT: Final = "job.timed_out"
 JOB_FAILED: Final = "job.failed"
 LOOP_BLOCKED: Final = "loop.blocked"
+RESOURCE_ERROR: Final = "resource.error"
 BRIDGE_ERROR: Final = "bridge.error"
 
 logger: Final = structlog.get_logger("bridge")
