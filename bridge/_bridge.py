@@ -398,7 +398,8 @@ class Bridge:
         if not callable(fn):
             raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
         _check_kind(kind)
-        _check_timeout("timeout", timeout)
+        if timeout is not USE_DEFAULT:
+            _check_timeout("timeout", timeout)
 
         @functools.wraps(fn)
         def blocking_fn(*args: Unpack[PosArgsT]) -> T:
@@ -724,10 +725,13 @@ class Bridge:
                 return
         self._rejected += 1
         self._overloaded += 1
-        raise Overloaded(
-            f"bridge {self._name!r} has max_pending={limit} unfinished jobs"
-            + ("" if self._when_full == "reject" else "; no room came in time")
-        )
+        if self._when_full == "reject":
+            why = ""
+        elif self._on_loop_thread():
+            why = "; submit() never blocks on the loop thread"
+        else:
+            why = "; no room came in time"
+        raise Overloaded(f"bridge {self._name!r} has max_pending={limit} unfinished jobs{why}")
 
     def _call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Schedule ``callback(*args)`` on the loop, from any thread."""

@@ -82,8 +82,8 @@ class LoopThread:
     async def _close(self, before_stop: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         try:
+            await _cancel_leftover_tasks()  # tasks the jobs spawned, first
             await before_stop()
-            await _cancel_leftover_tasks()
             await loop.shutdown_asyncgens()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(loop.shutdown_default_executor(), _TASK_GRACE)
