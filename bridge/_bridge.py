@@ -22,8 +22,9 @@ from typing import Any, Final, Literal, TypeVar
 
 import janus
 
-from . import _log
+from . import _fork, _log
 from ._channel import Channel
+from ._deadlines import Deadlines
 from ._exceptions import (
     BridgeClosed,
     BridgeError,
@@ -163,7 +164,9 @@ class Bridge:
         self._runner: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_ident: int | None = None  # read by Job without the lock
-        self._pid: int | None = None  # the process that started the loop
+        self._pid: int | None = None  # the process that started the loop ...
+        self._fork_generation = 0  # ... and its _fork.generation then
+        self._deadlines: Deadlines | None = None  # loop thread only
         self._ids = itertools.count(1)
         self._active: dict[int, Job[Any]] = {}
         self._keys: dict[str, Job[Any]] = {}
@@ -218,6 +221,8 @@ class Bridge:
             self._runner = runner
             self._loop_ident = runner.ident
             self._pid = os.getpid()
+            self._fork_generation = _fork.generation
+            self._deadlines = Deadlines(self._loop, self._active, self._expire_id)
             self._lifecycle = _Lifecycle.RUNNING
             if self._block_warning is not None:
                 assert runner.ident is not None
@@ -626,8 +631,6 @@ class Bridge:
             if coro is not None:
                 coro.close()
             return existing
-        if _log.tracing():
-            _log.emit("debug", _log.JOB_SUBMITTED, self._fields(job))
         return job
 
     def _new_job(
@@ -675,6 +678,7 @@ class Bridge:
         """Account for *job* and hand it to the loop; or return the job to join."""
         key = job.key
         replaced = None
+        traced = _log.tracing()
         with self._lock:
             self._check_accepting()
             if key is not None and on_conflict == "join" and key in self._keys:
@@ -692,14 +696,26 @@ class Bridge:
                 self._keys[key] = job
             self._active[job.id] = job
             self._submitted += 1
-            self._incoming.append(job)
-            wake = not self._wake_pending
-            self._wake_pending = True
+            if not traced:
+                wake = self._hand_to_loop(job)
+        if traced:
+            # Logged before the loop can see the job: job.started never precedes it.
+            _log.emit("debug", _log.JOB_SUBMITTED, self._fields(job))
+            with self._lock:
+                wake = self._hand_to_loop(job)
         if replaced is not None:
             replaced.cancel()
         if wake:
             self._call_soon(self._drain)
         return None
+
+    # Called with self._lock held.
+    def _hand_to_loop(self, job: Job[Any]) -> bool:
+        """Queue *job* for the loop's next drain; return whether to wake the loop."""
+        self._incoming.append(job)
+        wake = not self._wake_pending
+        self._wake_pending = True
+        return wake
 
     # Called with self._lock held.
     def _check_accepting(self) -> None:
@@ -765,12 +781,13 @@ class Bridge:
             return
         loop = self._loop
         assert loop is not None
-        if job._deadline_at is not None:
-            delay = job._deadline_at - time.monotonic()
-            if delay <= 0:
+        deadline = job._deadline_at
+        if deadline is not None:
+            if deadline <= time.monotonic():
                 self._finish(job, _TIMED_OUT, error=_timeout_error(job))
                 return
-            job._timer = loop.call_later(delay, self._expire, job)
+            assert self._deadlines is not None
+            self._deadlines.add(deadline, job.id, len(self._active))
         lane = self._lanes.get(job.kind)
         if lane is None or lane.admit(job):
             self._start_task(loop, job)
@@ -779,7 +796,7 @@ class Bridge:
         # The task runs in a copy: job._ctx stays as submit() saw it, for tracing.
         task = _create_task(loop, self._run(job), job._ctx.copy())
         job._task = task
-        task.add_done_callback(functools.partial(self._task_done, job))
+        task.add_done_callback(job._task_done)
 
     async def _run(self, job: Job[Any]) -> None:
         """The task body of every job: start it, run it, record how it ended."""
@@ -821,9 +838,13 @@ class Bridge:
         awaitable: Awaitable[Any] = fn(*args)
         return awaitable
 
+    def _expire_id(self, job_id: int) -> None:
+        """The deadline of the unfinished job *job_id* has come."""
+        job = self._active.get(job_id)
+        if job is not None:
+            self._expire(job)
+
     def _expire(self, job: Job[Any]) -> None:
-        """The job's deadline timer fired."""
-        job._timer = None
         if job._job_state is _PENDING:
             self._finish(job, _TIMED_OUT, error=_timeout_error(job))
         elif job._job_state is _RUNNING and job._task is not None:
@@ -881,7 +902,6 @@ class Bridge:
         job._args = ()
         if unstarted is not None:  # never started, so never running: safe to close
             unstarted.close()
-        self._stop_timer(job)
         try:
             self._trace_finished(job, state, error)
         finally:
@@ -906,12 +926,6 @@ class Bridge:
         following = self._lanes[kind].release()
         if following is not None:
             self._start_task(loop, following)
-
-    def _stop_timer(self, job: Job[Any]) -> None:
-        timer = job._timer
-        if timer is not None and threading.get_ident() == self._loop_ident:
-            job._timer = None
-            timer.cancel()
 
     def _trace_finished(self, job: Job[Any], state: JobState, error: BaseException | None) -> None:
         if _log.tracing():
@@ -1002,7 +1016,7 @@ class Bridge:
 
     def _check_forked(self) -> None:
         pid = self._pid
-        if pid is not None and pid != os.getpid():
+        if pid is not None and self._fork_generation != _fork.generation:
             raise BridgeError(
                 f"bridge {self._name!r} was started in process {pid}; its loop thread "
                 f"does not exist in this process (a child created by os.fork()). "

@@ -114,7 +114,6 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         "_task",
         "_thread_name",
         "_timed_out",
-        "_timer",
         "id",
         "key",
         "kind",
@@ -158,7 +157,6 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         self._started_at: float | None = None
         self._started_mono = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._cancel_requested = False
         self._timed_out = False
         self._observed = observed  # somebody waits for the outcome
@@ -298,7 +296,11 @@ class Job(concurrent.futures.Future[T], Generic[T]):
 
     # -- helpers -------------------------------------------------------------
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._bridge._task_done(self, task)
+
     def _check_may_wait(self, what: str) -> None:
+        self._bridge._check_forked()
         if threading.get_ident() == self._bridge._loop_ident:
             raise WrongThread(
                 f"Job.{what}() on the bridge's loop thread would block the loop that "
