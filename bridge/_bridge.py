@@ -341,7 +341,9 @@ class Bridge:
         the loop thread. Starts the bridge if it has not been started.
 
         **Cancellation and timeouts:** the deadline counts from this call; when
-        it expires the coroutine is cancelled and the job ends ``TIMED_OUT``.
+        it expires the coroutine is cancelled and the job ends ``TIMED_OUT``,
+        whatever the coroutine does while it unwinds (unless :meth:`Job.cancel`
+        had been called first: then it ends as the cancellation makes it end).
         """
         return self._submit(fn, args, key, kind, timeout, on_conflict, False, block_timeout)
 
@@ -806,15 +808,11 @@ class Bridge:
                 return
             value = await coro
         except asyncio.CancelledError:
-            if job._timed_out:
-                self._finish(job, _TIMED_OUT, error=_timeout_error(job))
-            else:
-                self._finish(job, _CANCELLED, error=_cancelled_error(job))
-        except Exception as exc:  # noqa: BLE001 - the job failed: record it
+            self._finish(job, _CANCELLED, error=_cancelled_error(job))
+        except BaseException as exc:  # noqa: BLE001 - the job failed: record it
+            # KeyboardInterrupt and SystemExit too: re-raised here they would stop
+            # the loop thread and leave every later job hanging; result() raises them.
             self._finish(job, _FAILED, error=exc)
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, re-raise
-            self._finish(job, _FAILED, error=exc)
-            raise
         else:
             self._finish(job, _SUCCEEDED, value=value)
 
@@ -847,6 +845,8 @@ class Bridge:
     def _expire(self, job: Job[Any]) -> None:
         if job._job_state is _PENDING:
             self._finish(job, _TIMED_OUT, error=_timeout_error(job))
+        elif job._cancel_requested:
+            pass  # already unwinding from a cancel(): let its cleanup finish
         elif job._job_state is _RUNNING and job._task is not None:
             job._timed_out = True
             job._task.cancel()
@@ -883,6 +883,10 @@ class Bridge:
         Any thread (the shutdown thread resolves stuck jobs); the first call
         for a job wins, later ones do nothing.
         """
+        if job._timed_out and state is not _TIMED_OUT:
+            # Its deadline fired: the contract says TIMED_OUT, even if the
+            # coroutine caught the cancellation and returned or raised.
+            state, value, error = _TIMED_OUT, None, _timeout_error(job, error)
         with self._lock:
             previous = job._job_state
             if previous in _FINAL:
@@ -1169,8 +1173,11 @@ def _describe(job: Job[Any]) -> str:
     return f"job {job.id} (key={job.key!r}, kind={job.kind!r})"
 
 
-def _timeout_error(job: Job[Any]) -> JobTimeout:
-    return JobTimeout(f"{_describe(job)} did not finish before its deadline; it was cancelled")
+def _timeout_error(job: Job[Any], cause: BaseException | None = None) -> JobTimeout:
+    error = JobTimeout(f"{_describe(job)} did not finish before its deadline; it was cancelled")
+    if cause is not None and not isinstance(cause, JobCancelled):
+        error.__cause__ = cause  # what the coroutine raised while it unwound
+    return error
 
 
 def _cancelled_error(job: Job[Any]) -> JobCancelled:

@@ -197,16 +197,22 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         A pending job ends without starting. A running job's coroutine receives
         the cancellation at its next ``await``; the job is done (and
         :meth:`cancelled` true) only once the coroutine has finished unwinding.
+        The cancellation is delivered once: calling again does not interrupt
+        the coroutine's cleanup.
 
         Returns:
-            ``True`` if the job is cancelled or will be; ``False`` if it had
-            already finished otherwise.
+            ``True`` if the job had not finished (the cancellation is
+            delivered; a coroutine that catches it and returns still ends
+            ``SUCCEEDED``) or had ended cancelled; ``False`` if it had already
+            finished otherwise.
         """
         state = self._job_state
         if state is JobState.CANCELLED:
             return True
         if state in _FINAL:
             return False
+        if self._cancel_requested:
+            return True  # delivered once: a second one would interrupt its cleanup
         self._cancel_requested = True
         self._bridge._request_cancel(self)
         return True

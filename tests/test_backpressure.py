@@ -89,7 +89,7 @@ def test_shutdown_wakes_a_blocked_submitter_with_bridge_closed(
     make_bridge: Callable[..., Bridge],
 ) -> None:
     b = make_bridge(max_pending=1)
-    wait, _ = _gate(b)
+    wait, open_gate = _gate(b)
     b.submit(wait)
     submitting = threading.Event()
     errors: list[BaseException] = []
@@ -105,6 +105,7 @@ def test_shutdown_wakes_a_blocked_submitter_with_bridge_closed(
     thread.start()
     assert submitting.wait(10)
     b.shutdown(timeout=0.05)
+    open_gate()  # the worker thread the held job used can end now
     thread.join(10)
     assert not thread.is_alive()
     assert len(errors) == 1

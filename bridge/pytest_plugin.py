@@ -1,0 +1,301 @@
+"""The bridge's pytest plugin: fixtures for bridges, and tests that fail on leaks.
+
+Loaded automatically (the ``pytest11`` entry point ``bridge``) and inert unless
+a test uses one of its fixtures or its marker, or the session turns strict mode
+on with ``pytest --bridge-strict`` or the ini option ``bridge_strict = true``.
+
+Fixtures:
+    ``bridge_instance``: a started :class:`~bridge.Bridge`, shut down at
+        teardown; configured with ``@pytest.mark.bridge(**kwargs)``. The test
+        fails at teardown if jobs were left unfinished (unless
+        ``allow_leftover_jobs=True``) or a job failed and nobody retrieved its
+        exception.
+    ``bridge_events``: the structlog events the bridge emitted during the test,
+        a list of dicts captured thread-safely.
+
+Leak checks, for every test that uses ``bridge_instance`` and, in strict mode,
+every test: a coroutine never awaited, a thread started during the test and
+alive after its teardown, an asyncio task destroyed while pending.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Generator, Iterator
+from typing import Any, Final
+
+import pytest
+
+from ._bridge import Bridge
+from ._events import EventCapture
+from ._job import Job, JobInfo
+from ._leaks import LeakWatch
+
+__all__ = [
+    "bridge_events",
+    "bridge_instance",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_fixture_setup",
+    "pytest_runtest_call",
+    "pytest_runtest_setup",
+    "pytest_runtest_teardown",
+]
+
+#: Seconds the jobs a test left behind get to finish before they are cancelled.
+DRAIN_TIMEOUT: Final = 1.0
+
+_MARKER: Final = "bridge"
+_OPT_OUT: Final = "allow_leftover_jobs"
+_strict_key: Final = pytest.StashKey[bool]()
+_watch_key: Final = pytest.StashKey[LeakWatch]()
+_current_key: Final = pytest.StashKey[LeakWatch | None]()
+_flush_key: Final = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--bridge-strict`` and the ini option ``bridge_strict``."""
+    help_text = (
+        "apply the bridge leak checks (never-awaited coroutines, leftover threads, "
+        "tasks destroyed while pending) to every test, not only to tests that use "
+        "the bridge_instance fixture"
+    )
+    group = parser.getgroup("bridge")
+    group.addoption("--bridge-strict", action="store_true", default=False, help=help_text)
+    parser.addini("bridge_strict", help=help_text, type="bool", default=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``bridge`` marker and read the strict-mode settings."""
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(**kwargs): keyword arguments for the Bridge of the bridge_instance "
+        f"fixture; {_OPT_OUT}=True lets the test end with jobs still running",
+    )
+    strict = bool(config.getoption("bridge_strict")) or bool(config.getini("bridge_strict"))
+    config.stash[_strict_key] = strict
+    config.stash[_current_key] = None
+
+
+# -- the leak watch around each test ----------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Start watching a test before its fixtures are set up."""
+    if item.config.stash.get(_strict_key, False) or "bridge_instance" in getattr(
+        item, "fixturenames", ()
+    ):
+        _watch(item)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
+    """Stop watching a test after its teardown; fail the teardown on leaks."""
+    try:
+        outcome = yield
+    except BaseException as exc:
+        problems = _unwatch(item)
+        if problems and hasattr(exc, "add_note"):
+            exc.add_note(_leak_report(item, problems))
+        raise
+    problems = _unwatch(item)
+    if problems:
+        pytest.fail(_leak_report(item, problems), pytrace=False)
+    return outcome
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Make sure the watch is flushed at teardown (a test without fixtures)."""
+    watch = item.stash.get(_watch_key, None)
+    if watch is not None:
+        _flush_after_fixtures(item, watch)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """Order the watch's flush; excuse threads of fixtures that outlive the test."""
+    watch = request.config.stash.get(_current_key, None)
+    if watch is None:
+        return (yield)
+    if fixturedef.scope == "function":
+        _flush_after_fixtures(request.node, watch)
+        return (yield)
+    before = set(threading.enumerate())
+    try:
+        return (yield)
+    finally:
+        watch.excuse(set(threading.enumerate()) - before)
+
+
+def _watch(item: pytest.Item) -> LeakWatch:
+    """The item's watch, started now if it is not running yet."""
+    watch = item.stash.get(_watch_key, None)
+    if watch is None:
+        watch = LeakWatch()
+        watch.start()
+        item.stash[_watch_key] = watch
+        item.config.stash[_current_key] = watch
+    return watch
+
+
+def _flush_after_fixtures(item: pytest.Item, watch: LeakWatch) -> None:
+    """Have *watch* flushed right after the test's function-scoped fixtures end.
+
+    Registered (once) before the first of them is set up, the finalizer runs
+    after all their teardowns, and before pytest collects the unraisable
+    exceptions of the teardown: one the flush brings up is this test's.
+    """
+    if not item.stash.get(_flush_key, False):
+        item.stash[_flush_key] = True
+        item.addfinalizer(watch.flush)
+
+
+def _unwatch(item: pytest.Item) -> list[str]:
+    watch = item.stash.get(_watch_key, None)
+    if watch is None:
+        return []
+    del item.stash[_watch_key]
+    if _flush_key in item.stash:
+        del item.stash[_flush_key]
+    item.config.stash[_current_key] = None
+    return watch.stop()
+
+
+def _leak_report(item: pytest.Item, problems: list[str]) -> str:
+    lines = [f"{item.nodeid} left {len(problems)} leak(s) behind (bridge leak checks):"]
+    for problem in problems:
+        first, *rest = problem.splitlines()
+        lines.append(f"- {first}")
+        lines.extend(f"    {line}" for line in rest)
+    return "\n".join(lines)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bridge_instance(request: pytest.FixtureRequest) -> Iterator[Bridge]:
+    """A started Bridge for this test, shut down at its teardown.
+
+    Configure it with ``@pytest.mark.bridge(**kwargs)`` (the keyword arguments
+    of :class:`~bridge.Bridge`); by default it is named after the test.
+
+    At teardown the bridge gets a short drain, then is shut down, and the test
+    fails, listing each offending job (id, key, kind, state, submitting thread,
+    age), when:
+
+    - jobs were still unfinished and had to be cancelled, or were stuck
+      (``@pytest.mark.bridge(allow_leftover_jobs=True)`` turns this off);
+    - a job failed and nobody retrieved its exception.
+
+    The test is also under the leak checks (see the module's docstring).
+    """
+    kwargs, allow_leftover = _marker_kwargs(request)
+    kwargs.setdefault("name", f"bridge[{request.node.name}]")
+    watch = _watch(request.node)
+    _flush_after_fixtures(request.node, watch)  # a watch started just now
+    bridge = Bridge(**kwargs)
+    # The bridge remembers unobserved failures weakly (an application must not
+    # grow without bound); the test keeps them, or a job dropped by the test
+    # and collected would escape the check.
+    bridge._unobserved = _KeepAll()
+    bridge.start()
+    try:
+        yield bridge
+    finally:
+        for problem in _shutdown_problems(bridge, allow_leftover):
+            watch.add(problem)
+
+
+@pytest.fixture
+def bridge_events() -> Iterator[list[dict[str, Any]]]:
+    """The structlog events the bridge emits during this test, as dicts.
+
+    Each dict has the event's fields, ``event`` (e.g. ``"job.finished"``) and
+    ``log_level``. The list is appended to under a lock from whichever thread
+    logs (the loop thread, submitting threads). structlog is configured for the
+    test (which turns the per-job debug events on) and restored afterwards;
+    other loggers' structlog events are dropped meanwhile.
+    """
+    capture = EventCapture()
+    capture.start()
+    try:
+        yield capture.events
+    finally:
+        capture.stop()
+
+
+class _KeepAll(weakref.WeakSet[Job[Any]]):
+    """A WeakSet that also holds on to its members, for the test's duration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: list[Job[Any]] = []
+
+    def add(self, item: Job[Any]) -> None:
+        self._kept.append(item)
+        super().add(item)
+
+
+def _marker_kwargs(request: pytest.FixtureRequest) -> tuple[dict[str, Any], bool]:
+    marker = request.node.get_closest_marker(_MARKER)
+    if marker is None:
+        return {}, False
+    if marker.args:
+        raise TypeError(
+            f"@pytest.mark.{_MARKER}() takes keyword arguments only (those of Bridge, "
+            f"and {_OPT_OUT}), not positional {marker.args!r}"
+        )
+    kwargs = dict(marker.kwargs)
+    allow_leftover = kwargs.pop(_OPT_OUT, False)
+    if not isinstance(allow_leftover, bool):
+        raise TypeError(f"{_OPT_OUT} must be True or False, not {allow_leftover!r}")
+    return kwargs, allow_leftover
+
+
+def _shutdown_problems(bridge: Bridge, allow_leftover: bool) -> list[str]:
+    """Shut *bridge* down; describe the jobs it should not have had to deal with."""
+    at_teardown = {info.id: info for info in bridge.jobs()}
+    report = bridge.shutdown(timeout=0.0 if allow_leftover else DRAIN_TIMEOUT)
+    now = time.time()
+    problems = []
+    if not allow_leftover:
+        for what, infos in (("cancelled", report.cancelled), ("stuck", report.stuck)):
+            if infos:
+                lines = [_describe_job(at_teardown.get(i.id, i), now) for i in infos]
+                problems.append(_leftover_message(bridge, what, len(infos), lines))
+    failures = bridge._unretrieved_failures()
+    if failures:
+        lines = [_describe_job(job.info(), now) + f": {job.exception()!r}" for job in failures]
+        problems.append(
+            f"bridge {bridge.name!r}: {len(failures)} job(s) failed and nobody retrieved "
+            f"the exception (call result() or exception(), or await the job):\n" + "\n".join(lines)
+        )
+    return problems
+
+
+def _leftover_message(bridge: Bridge, what: str, count: int, lines: list[str]) -> str:
+    if what == "cancelled":
+        why = f"still unfinished {DRAIN_TIMEOUT} s after the test; cancelled at shutdown"
+    else:
+        why = "stuck at shutdown: they block the loop or ignore cancellation"
+    return (
+        f"bridge {bridge.name!r}: {count} job(s) {why} (opt out with "
+        f"@pytest.mark.{_MARKER}({_OPT_OUT}=True)):\n" + "\n".join(lines)
+    )
+
+
+def _describe_job(info: JobInfo, now: float) -> str:
+    return (
+        f"job {info.id} key={info.key!r} kind={info.kind!r} state={info.state.name} "
+        f"thread={info.thread!r} age={now - info.submitted_at:.2f} s"
+    )

@@ -1,0 +1,1 @@
+"""Runnable examples of the bridge library."""

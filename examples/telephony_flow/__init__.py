@@ -1,0 +1,1 @@
+"""The intercom ("portaria") flow on a simulated or a real SIP stack; see README."""

@@ -1,0 +1,294 @@
+"""The command line: ``python -m examples.telephony_flow [simulate|sip] ...``.
+
+::
+
+    python -m examples.telephony_flow simulate --calls 200 --concurrency 50 [--seed N] [--legacy]
+    python -m examples.telephony_flow sip --listen 127.0.0.1:5070 [--max-calls N] [--dtmf-timeout S]
+
+Progress goes to stderr; the summary table to stdout, its last line the same
+summary as one JSON object. The exit status is 0 only when nothing leaked (no
+job, thread or HTTP connection outlived the run, no coroutine was left
+un-awaited) and no call failed; 1 otherwise; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import ipaddress
+import logging
+import math
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Protocol, TextIO
+
+import structlog
+
+from .directory import DirectoryService
+from .flow import FlowConfig, run_bridge
+from .legacy import run_legacy
+from .simulate import SimulatedTelephony
+from .summary import (
+    FlowReport,
+    Progress,
+    Summary,
+    latency_summary,
+    os_threads,
+    outcome_counts,
+    settle_threads,
+)
+from .telephony import Telephony
+
+PROG = "python -m examples.telephony_flow"
+
+
+class _Flow(Protocol):
+    def calls_ended(self) -> int: ...
+    def wait_calls(self, count: int, timeout: float | None = None) -> bool: ...
+
+
+# -- arguments ----------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be IP:PORT with an IP address, e.g. 127.0.0.1:5070, not {text!r}"
+        ) from None
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must end with a port from 1 to 65535, not {text!r}")
+    return host, int(port_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The intercom flow on bridge: a visitor calls, the bot asks for the "
+        "apartment, rings the resident and opens the door or apologises.",
+    )
+    modes = parser.add_subparsers(dest="mode", metavar="{simulate,sip}")
+    sim = modes.add_parser("simulate", help="simulated calls, no network peer (the default)")
+    sim.add_argument("--calls", type=_positive_int, default=200, help="calls in total")
+    sim.add_argument("--concurrency", type=_positive_int, default=50, help="calls at once")
+    sim.add_argument("--seed", type=int, default=0, help="seeds the visitors' behaviour")
+    sim.add_argument(
+        "--legacy", action="store_true", help="the original thread+asyncio.run pattern"
+    )
+    sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S")
+    sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S")
+    sim.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
+    sip = modes.add_parser("sip", help="a real SIP UA (pjsua2) answering calls")
+    sip.add_argument("--listen", type=_listen, default=("127.0.0.1", 5070), metavar="IP:PORT")
+    sip.add_argument(
+        "--max-calls", type=_positive_int, default=None, help="exit after N calls have ended"
+    )
+    sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S")
+    sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S")
+    sip.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse *argv*; ``simulate`` when no mode is named. Exits 2 on bad input."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "simulate")
+    return build_parser().parse_args(args_list)
+
+
+# -- logging ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _logging(trace: TextIO | None) -> Iterator[None]:
+    """structlog for the run: the trace file at debug level, or warnings to stderr."""
+    was_configured = structlog.is_configured()
+    saved = structlog.get_config()
+    if trace is not None:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(default=repr),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            logger_factory=structlog.WriteLoggerFactory(trace),
+        )
+    else:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+    try:
+        yield
+    finally:
+        if was_configured:
+            structlog.configure(**saved)
+        else:
+            structlog.reset_defaults()
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+def _wait_for(flow: _Flow, total: int | None) -> None:
+    """Block until *total* calls have ended (forever if ``None``) or Ctrl-C."""
+    try:
+        while not flow.wait_calls(total or sys.maxsize, timeout=0.5):
+            pass
+    except KeyboardInterrupt:
+        print("interrupted: stopping", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM end a SIP run cleanly, like Ctrl-C."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _make_stack(args: argparse.Namespace) -> tuple[Telephony, int | None]:
+    if args.mode == "sip":
+        from .sip import SipTelephony  # needs pjsua2: imported only here
+
+        host, port = args.listen
+        return SipTelephony(host, port), args.max_calls
+    stack = SimulatedTelephony(args.calls, args.concurrency, seed=args.seed)
+    return stack, args.calls
+
+
+def _wait_closed(directory: DirectoryService, timeout: float = 2.0) -> int:
+    """Give the server a moment to see closed clients; return the connections still open."""
+    deadline = time.monotonic() + timeout
+    while directory.stats().open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return directory.stats().open_connections
+
+
+def run(args: argparse.Namespace) -> Summary:
+    """Run one mode as *args* say and measure it."""
+    config = FlowConfig(dtmf_timeout=args.dtmf_timeout, resident_timeout=args.resident_timeout)
+    legacy = bool(getattr(args, "legacy", False))
+    baseline = os_threads()
+    began = time.monotonic()
+    stack, total = _make_stack(args)
+    peak = [baseline]
+
+    def until(flow: _Flow) -> None:
+        with Progress(flow.calls_ended, total) as progress:
+            _wait_for(flow, total)
+        peak[0] = progress.peak
+
+    directory = DirectoryService()
+    url = directory.start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runner: Callable[..., FlowReport] = run_legacy if legacy else run_bridge
+            report = runner(stack, url, config, until)
+            gc.collect()  # a dropped coroutine warns when it is collected
+    finally:
+        open_connections = _wait_closed(directory)
+        directory.stop()
+    never_awaited = [w for w in caught if "was never awaited" in str(w.message)]
+    if never_awaited:
+        report.notes.append(f"{never_awaited[0].category.__name__}: {never_awaited[0].message}")
+    sim = stack.stats() if isinstance(stack, SimulatedTelephony) else None
+    report.notes.append("stack callbacks ran on: " + ", ".join(report.callback_threads))
+    return Summary(
+        mode="legacy" if legacy else "bridge",
+        stack=args.mode,
+        calls=sum(report.outcomes.values()),
+        outcomes=outcome_counts(report.outcomes),
+        latency_ms=latency_summary(report.latencies),
+        latency_samples=len(report.latencies),
+        cancelled_visitor_left=report.cancelled_visitor_left,
+        jobs_leaked=report.jobs_leaked,
+        threads_leaked=settle_threads(baseline),
+        threads_peak=peak[0],
+        threads_started=report.threads_started,
+        http_connections_open=open_connections,
+        never_awaited=len(never_awaited),
+        loop_errors=report.loop_errors,
+        late_operations=None if sim is None else sim.late_operations,
+        callback_threads=report.callback_threads,
+        errors=report.errors,
+        duration_s=round(time.monotonic() - began, 3),
+        notes=report.notes,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = parse_args(argv)
+    trace: TextIO | None = None
+    if args.trace:
+        try:
+            trace = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(
+                f"{PROG}: error: argument --trace: cannot write {args.trace!r}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        with (
+            _logging(trace),
+            _sigterm_as_interrupt() if args.mode == "sip" else contextlib.nullcontext(),
+        ):
+            summary = run(args)
+    except ImportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if trace is not None:
+            trace.close()
+    summary.print()
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
