@@ -56,9 +56,10 @@ def main() -> int:
     markdown = report.markdown(run, summary)
     (out / "results.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps(report.as_json(run, summary), indent=1) + "\n")
+    (out / "headline.md").write_text(report.headline(run, summary))
     report.plot_cdf(summary, out / "latency_cdf.png", run)
     print(markdown)
-    print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'latency_cdf.png'}")
+    print(f"wrote results.md, results.json, headline.md and latency_cdf.png to {out}")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ._plan import Measurement
 from ._util import percentile
 
-__all__ = ["as_json", "machine", "markdown", "plot_cdf", "summarize"]
+__all__ = ["as_json", "headline", "machine", "markdown", "plot_cdf", "summarize"]
 
 BASE_RT = "roundtrip/run_coroutine_threadsafe/asyncio"
 PACKAGES = ("bridge", "anyio", "janus", "structlog", "uvloop", "matplotlib")
@@ -70,10 +70,17 @@ def summarize(plan: list[Measurement], runs: dict[str, list[dict[str, Any]]]) ->
             }
         else:
             keys = reps[0].keys()
-            entry = {k: statistics.median(rep[k] for rep in reps) for k in keys}
+            entry = {k: _median([rep[k] for rep in reps]) for k in keys}
             entry["reps"] = reps
             summary[m.id] = entry
     return summary
+
+
+def _median(values: list[Any]) -> Any:
+    """The median; for counts, one of the values (never half a frame)."""
+    if all(isinstance(v, int) for v in values):
+        return statistics.median_low(values)
+    return statistics.median(values)
 
 
 def _ratio(value: float, baseline: float) -> float:
@@ -207,6 +214,8 @@ _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
 def _num(value: float | None, digits: int = 1) -> str:
     if value is None:
         return ""
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
@@ -244,17 +253,34 @@ def markdown(run: dict[str, Any], summary: dict[str, Any]) -> str:
         "## Targets",
         "",
     ]
-    rows = []
-    for t in targets(summary):
-        ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-        rows.append(
-            [t["target"], _num(t["measured"], 2), ratio, t["goal"], "yes" if t["met"] else "**no**"]
-        )
-    lines += _table(["target", "measured", "ratio", "goal", "met"], rows)
+    lines += _targets_table(summary)
     for title, section in _SECTIONS:
         lines += [f"## {title}", ""]
         lines += section(summary)
     return "\n".join(lines)
+
+
+def headline(run: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The README's headline: the targets table of this run, with its machine."""
+    m = run["machine"]
+    lines = [
+        f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores), {m['python']}, "
+        f"{run['started']}; ratios are to the stdlib baseline of the same run.",
+        "",
+        *_targets_table(summary),
+        "![Round-trip latency CDF](bench/results/latency_cdf.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _targets_table(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for t in targets(summary):
+        ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        met = "yes" if t["met"] else "**no**"
+        rows.append([t["target"], _num(t["measured"], 2), ratio, t["goal"], met])
+    return _table(["target", "measured", "ratio", "goal", "met"], rows)
 
 
 def _load(load: tuple[float, float, float]) -> str:
@@ -292,6 +318,8 @@ def _roundtrip(summary: dict[str, Any]) -> list[str]:
         "One sync thread: submit a trivial coroutine and wait for its value.",
         "",
         *_table(head, rows),
+        "![Round-trip latency CDF](latency_cdf.png)",
+        "",
     ]
 
 
@@ -380,8 +408,9 @@ def _tracing(summary: dict[str, Any]) -> list[str]:
         for (approach, loop), s in _entries(summary, "tracing")
     ]
     return [
-        "8-thread `Bridge.call` throughput with structlog not configured, and with a "
-        "processor that counts and drops each event (three per job).",
+        "8-thread `Bridge.call` throughput with structlog not configured, and configured "
+        "with a processor that counts and drops each event (three per job); the last row "
+        "also sets `cache_logger_on_first_use=True`, as structlog advises for production.",
         "",
         *_table(["tracing", "loop", "calls/s", "vs off", "events"], rows),
     ]

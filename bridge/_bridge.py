@@ -14,7 +14,9 @@ import os
 import sys
 import threading
 import time
+import types
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -59,6 +61,8 @@ _WHEN_FULL: Final = frozenset({"block", "reject"})
 _CANCEL_GRACE: Final = 0.5
 #: ... and how long the loop gets to close before its thread is left behind.
 _STOP_GRACE: Final = 0.5
+#: How many of the latest unobserved failures a bridge remembers.
+_UNOBSERVED_KEPT: Final = 256
 
 _PENDING: Final = JobState.PENDING
 _RUNNING: Final = JobState.RUNNING
@@ -178,7 +182,10 @@ class Bridge:
         self._overloaded = 0
         self._report: ShutdownReport | None = None
         self._closed = threading.Event()
-        self._unobserved: weakref.WeakSet[Job[Any]] = weakref.WeakSet()
+        # The latest failures nobody waited for (for the pytest plugin), held
+        # strongly so a dropped job still counts, and bounded so a long-running
+        # application does not grow.
+        self._unobserved: deque[Job[Any]] = deque(maxlen=_UNOBSERVED_KEPT)
 
     # -- identity ------------------------------------------------------------
 
@@ -382,8 +389,13 @@ class Bridge:
                 "Inside a coroutine, 'await' the coroutine (or 'await bridge.submit(...)')."
             )
         job: Job[T] = self._submit(fn, args, key, kind, timeout, "reject", True)
+        job._retrieved = True
         try:
-            return job.result()
+            # Job.result() without its checks: this is not the loop thread
+            # (checked above) and the job was submitted as observed.
+            if not job.done():
+                concurrent.futures.Future.exception(job)  # waits
+            return job._outcome()
         except BaseException:
             job.cancel()
             raise
@@ -777,6 +789,18 @@ class Bridge:
             self._wake_pending = False
         for job in batch:
             self._launch(job)
+        if batch:
+            # Runs after the first step of every task just created (the ready
+            # queue is FIFO): catches a task cancelled before that step, which
+            # never enters _run's handlers. Cheaper than a done-callback per task.
+            assert self._loop is not None
+            self._loop.call_soon(self._check_started, batch)
+
+    def _check_started(self, batch: list[Job[Any]]) -> None:
+        for job in batch:
+            task = job._task
+            if task is not None and job._job_state is _PENDING and task.done():
+                self._task_done(job, task)
 
     def _launch(self, job: Job[Any]) -> None:
         if job._job_state is not _PENDING:  # cancelled before the loop saw it
@@ -792,13 +816,17 @@ class Bridge:
             self._deadlines.add(deadline, job.id, len(self._active))
         lane = self._lanes.get(job.kind)
         if lane is None or lane.admit(job):
-            self._start_task(loop, job)
+            self._start_task(loop, job, checked=True)
 
-    def _start_task(self, loop: asyncio.AbstractEventLoop, job: Job[Any]) -> None:
+    def _start_task(
+        self, loop: asyncio.AbstractEventLoop, job: Job[Any], *, checked: bool = False
+    ) -> None:
+        """Create the job's task; *checked*: _drain's _check_started covers it."""
         # The task runs in a copy: job._ctx stays as submit() saw it, for tracing.
         task = _create_task(loop, self._run(job), job._ctx.copy())
         job._task = task
-        task.add_done_callback(job._task_done)
+        if not checked:
+            task.add_done_callback(job._task_done)
 
     async def _run(self, job: Job[Any]) -> None:
         """The task body of every job: start it, run it, record how it ended."""
@@ -901,6 +929,9 @@ class Bridge:
                 self._room.notify()
         if job._task is not None and job.kind in self._lanes:
             self._next_in_lane(job.kind)
+        # A finished job may be held for long (a list of submitted jobs): let
+        # its task, coroutine and context copy go now.
+        job._task = None
         unstarted = job._coro if previous is _PENDING else None
         job._coro = job._fn = None
         job._args = ()
@@ -914,13 +945,7 @@ class Bridge:
     @staticmethod
     def _resolve(job: Job[Any], value: Any, error: BaseException | None) -> None:
         job._error = error
-        try:
-            if error is None:
-                job.set_result(value)
-            else:
-                job.set_exception(error)
-        except concurrent.futures.InvalidStateError:  # pragma: no cover - defensive
-            pass
+        job._settle(value, error)
 
     def _next_in_lane(self, kind: str) -> None:
         """A job of a limited kind that had a place ended: start the next one."""
@@ -941,7 +966,8 @@ class Bridge:
         if state is _TIMED_OUT:
             _log.emit("warning", _log.JOB_TIMED_OUT, self._fields(job))
         elif state is _FAILED and not job._observed:
-            self._unobserved.add(job)
+            with self._lock:
+                self._unobserved.append(job)
             _log.emit("error", _log.JOB_FAILED, self._fields(job, exc_info=error))
 
     def _fields(self, job: Job[Any], **extra: Any) -> dict[str, Any]:
@@ -1029,7 +1055,9 @@ class Bridge:
 
     def _unretrieved_failures(self) -> list[Job[Any]]:
         """Failed jobs nobody waited for and whose exception nobody retrieved."""
-        return [job for job in list(self._unobserved) if not job._retrieved]
+        with self._lock:
+            jobs = list(self._unobserved)
+        return [job for job in jobs if not job._retrieved]
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -1039,6 +1067,8 @@ def _split_callable(
     fn: object, args: tuple[Any, ...]
 ) -> tuple[Callable[..., Any] | None, Coroutine[Any, Any, Any] | None]:
     """Return ``(async_fn, None)`` or ``(None, coroutine)``; TypeError otherwise."""
+    if type(fn) is types.FunctionType and fn.__code__.co_flags & inspect.CO_COROUTINE:
+        return fn, None  # the common case, decided without the generic checks below
     if asyncio.iscoroutine(fn):
         if args:
             fn.close()

@@ -46,6 +46,8 @@ class EventCapture:
     """Records the events of the ``bridge`` logger (and ``bridge.*``) as dicts.
 
     Each event gets ``log_level``, as ``structlog.testing.capture_logs()`` does.
+    A structlog configuration with ``cache_logger_on_first_use=True`` in force
+    before the capture may have pinned the bridge's logger to it already.
 
     Other structlog events are dropped while the capture runs. :meth:`start`
     and :meth:`stop` are for the test's thread; events may come from any thread.

@@ -8,6 +8,7 @@ import contextvars
 import enum
 import threading
 from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures._base import FINISHED, PENDING
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobInfo", "JobState"]
 
 T = TypeVar("T")
+
+# Guards the creation of a job's Condition, which is made on first use.
+_CONDITION_LOCK: Final = threading.Lock()
 
 
 class JobState(enum.Enum):
@@ -36,6 +40,11 @@ class JobState(enum.Enum):
     CANCELLED = "cancelled"
     #: The job's deadline expired and its coroutine has finished unwinding.
     TIMED_OUT = "timed_out"
+
+    # Members are singletons compared by identity: hash them by identity too
+    # (C speed; Enum's own __hash__ is Python code, and the loop hashes states
+    # for every job it finishes).
+    __hash__ = object.__hash__
 
     @property
     def finished(self) -> bool:
@@ -93,8 +102,8 @@ class Job(concurrent.futures.Future[T], Generic[T]):
     :class:`~bridge.JobTimeout`.
     """
 
-    # The base class uses _state, _result, _exception, _waiters, _done_callbacks
-    # and _condition: none of those names is reused here.
+    # The base class's own fields are slots here too (its __init__ is replaced,
+    # see there), so a job has no __dict__; the names keep their base meaning.
     __slots__ = (
         "_args",
         "_bridge",
@@ -102,18 +111,24 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         "_coro",
         "_ctx",
         "_deadline_at",
+        "_done_callbacks",
         "_error",
+        "_exception",
         "_fn",
         "_job_state",
+        "_lazy_condition",
         "_observed",
+        "_result",
         "_retrieved",
         "_started_at",
         "_started_mono",
+        "_state",
         "_submitted_at",
         "_submitted_mono",
         "_task",
         "_thread_name",
         "_timed_out",
+        "_waiters",
         "id",
         "key",
         "kind",
@@ -135,7 +150,16 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         deadline_at: float | None,
         observed: bool,
     ) -> None:
-        super().__init__()
+        # concurrent.futures.Future.__init__, but without its Condition: most
+        # jobs are never waited for by a blocked thread, and a Condition is half
+        # a dozen objects for the garbage collector to track. _condition makes
+        # it on first use, and _settle() resolves without it when none exists.
+        self._state = PENDING
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
+        self._lazy_condition: threading.Condition | None = None
         self._bridge = bridge
         #: The job's number, unique within its bridge.
         self.id: Final = job_id
@@ -162,6 +186,73 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         self._observed = observed  # somebody waits for the outcome
         self._retrieved = False  # somebody has seen the outcome
         self._error: BaseException | None = None
+
+    # -- the Future machinery -------------------------------------------------
+
+    @property
+    def _condition(self) -> threading.Condition:
+        """The base class's Condition, made when something first needs it."""
+        condition = self._lazy_condition
+        if condition is None:
+            with _CONDITION_LOCK:
+                condition = self._lazy_condition
+                if condition is None:
+                    condition = self._lazy_condition = threading.Condition()
+        return condition
+
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:
+        self._lazy_condition = condition
+
+    def done(self) -> bool:
+        """Whether the job has finished (and its outcome can be read)."""
+        return self._state == FINISHED
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        """Resolve the job, once; the bridge's only way to do it. Any thread.
+
+        Without a Condition nobody can be waiting: the state is set, and the
+        Condition looked up again, in that order, so a waiter that makes one
+        meanwhile either sees the job finished or is notified under its lock.
+        """
+        self._result = value
+        self._exception = error
+        condition = self._lazy_condition
+        if condition is None:
+            self._state = FINISHED
+            condition = self._lazy_condition
+        if condition is not None:
+            with condition:
+                self._state = FINISHED
+                for waiter in self._waiters:
+                    if error is None:
+                        waiter.add_result(self)
+                    else:
+                        waiter.add_exception(self)
+                condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+
+    def set_result(self, result: T) -> None:
+        """Not for jobs: the bridge resolves them (raises ``InvalidStateError``)."""
+        raise concurrent.futures.InvalidStateError(
+            "a Job is resolved by its bridge, not by set_result()"
+        )
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Not for jobs: the bridge resolves them (raises ``InvalidStateError``)."""
+        raise concurrent.futures.InvalidStateError(
+            "a Job is resolved by its bridge, not by set_exception()"
+        )
+
+    def _outcome(self) -> T:
+        """The value, or raise the exception, of a finished job."""
+        error = self._exception
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no frame -> exception -> traceback -> frame cycle
+        return self._result  # type: ignore[return-value]
 
     # -- state ---------------------------------------------------------------
 
@@ -246,10 +337,11 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         **Thread safety:** any thread but the bridge's loop thread, where
         waiting would deadlock; there, only a finished job may be asked.
         """
-        if not self.done():
-            self._observed = True
-            self._check_may_wait("result")
         self._retrieved = True
+        if self._state == FINISHED:
+            return self._outcome()
+        self._observed = True
+        self._check_may_wait("result")
         try:
             return super().result(timeout)
         except TimeoutError as exc:
@@ -265,14 +357,16 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         a job whose deadline expired. *timeout*, threads and the other errors
         are as for :meth:`result`.
         """
-        if not self.done():
+        self._retrieved = True
+        if self._state == FINISHED:
+            error = self._exception
+        else:
             self._observed = True
             self._check_may_wait("exception")
-        self._retrieved = True
-        try:
-            error = super().exception(timeout)
-        except TimeoutError:
-            raise self._wait_expired(timeout) from None
+            try:
+                error = super().exception(timeout)
+            except TimeoutError:
+                raise self._wait_expired(timeout) from None
         if isinstance(error, JobCancelled):
             raise error
         return error

@@ -430,7 +430,23 @@ def test_job_cannot_be_resolved_by_hand(bridge: Bridge) -> None:
     job.result(timeout=10)
     with pytest.raises(concurrent.futures.InvalidStateError):
         job.set_result(2)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        job.set_exception(ValueError("by hand"))
     assert job.result() == 1
+
+
+def test_a_running_job_cannot_be_resolved_by_hand(bridge: Bridge) -> None:
+    release = threading.Event()
+
+    async def wait_for_release() -> str:
+        await asyncio.to_thread(release.wait, 10)
+        return "by the bridge"
+
+    job = bridge.submit(wait_for_release)
+    with pytest.raises(concurrent.futures.InvalidStateError, match="resolved by its bridge"):
+        job.set_result("by hand")
+    release.set()
+    assert job.result(timeout=10) == "by the bridge"
 
 
 @pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])

@@ -347,6 +347,11 @@ def test_marker_configures_the_bridge(bridge_instance):
         with pytest.raises(bridge.JobCancelled):
             job.result()
 
+def test_shuts_the_bridge_down_itself(bridge_instance):
+    bridge_instance.submit(ring_forever, key="call:45")
+    report = bridge_instance.shutdown(timeout=0)
+    assert [info.key for info in report.cancelled] == ["call:45"]
+
 def test_requested_late(request):
     late = request.getfixturevalue("bridge_instance")  # the watch starts now
     assert late.call(echo, 5) == 5
@@ -367,7 +372,7 @@ def test_bridge_instance_fails_tests_that_leave_jobs_behind(pytester: pytest.Pyt
 
     result = run(pytester)
 
-    result.assert_outcomes(passed=10, errors=5)
+    result.assert_outcomes(passed=11, errors=5)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_job_left_running*",
@@ -408,6 +413,7 @@ def test_bridge_instance_fails_tests_that_leave_jobs_behind(pytester: pytest.Pyt
         "test_failure_retrieved",
         "test_failure_raised_by_call",
         "test_marker_configures_the_bridge",
+        "test_shuts_the_bridge_down_itself",
         "test_requested_late",
         "test_default_name",
     ):

@@ -170,7 +170,9 @@ def test_many_threads_replace_cancel_and_join_on_shared_keys(bridge: Bridge) -> 
     _, not_done = concurrent.futures.wait(others, timeout=10)
     assert not_done == set()
     live = {owner.id for owner in owners.values() if owner is not None and owner.kind == "forever"}
-    assert {info.id for info in bridge.jobs()} == live  # one unfinished job per key at most
+    # Every unfinished job owns its key (so one per key at most); an owner that a
+    # cancel() reached may have finished meanwhile, hence a subset.
+    assert {info.id for info in bridge.jobs()} <= live
     bridge.cancel_all()
     _, not_done = concurrent.futures.wait(jobs, timeout=10)
     assert not_done == set()

@@ -237,10 +237,13 @@ def _check_clean(summary: dict[str, Any], calls: int, seed: int) -> None:
     assert summary["http_connections_open"] == 0
     assert summary["never_awaited"] == 0
     assert summary["errors"] == 0
-    assert summary["late_operations"] == 0
     outcomes = {k: v for k, v in summary["outcomes"].items() if v}
     assert sum(outcomes.values()) == summary["calls"] == calls
     assert outcomes == _expected_outcomes(calls, seed)
+    # A prompt already handed to a worker thread when the visitor left still
+    # reaches the stack (a running thread cannot be interrupted): one per call
+    # at most, against several per call in the legacy mode.
+    assert summary["late_operations"] <= outcomes["visitor_left"]
     # Each visitor who left had at least the conversation itself cancelled.
     assert summary["cancelled_visitor_left"] >= outcomes["visitor_left"] > 0
     assert summary["latency_samples"] == calls
@@ -262,10 +265,13 @@ def test_simulate_in_process_with_trace(tmp_path: Path, capsys: pytest.CaptureFi
     assert _own_threads() == before
 
     events = [json.loads(line) for line in trace.read_text().splitlines()]
-    left = {e["call_id"] for e in events if e["event"] == "call.jobs_cancelled"}
-    assert len(left) == summary["outcomes"]["visitor_left"]
+    asked = {e["call_id"]: e["keys"] for e in events if e["event"] == "call.jobs_cancelled"}
+    assert len(asked) == summary["outcomes"]["visitor_left"]
     cancelled = [e for e in events if e["event"] == "job.finished" and e["outcome"] == "cancelled"]
-    assert {e["call_id"] for e in cancelled} == left
+    # A job may finish by itself before the cancellation reaches the loop (a
+    # prompt that just ended), but every conversation is cancelled.
+    assert {e["key"] for e in cancelled} <= {key for keys in asked.values() for key in keys}
+    assert {e["key"] for e in cancelled} >= {f"call:{call_id}" for call_id in asked}
     assert len(cancelled) == summary["cancelled_visitor_left"]
     assert all(e["key"].split(":")[1] == e["call_id"] for e in cancelled)
     started = [e for e in events if e["event"] == "job.started"]

@@ -88,6 +88,10 @@ def _listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_DTMF = "seconds the visitor has to type the apartment number"
+_RING = "seconds the resident has to answer"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser."""
     parser = argparse.ArgumentParser(
@@ -103,16 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--legacy", action="store_true", help="the original thread+asyncio.run pattern"
     )
-    sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S")
-    sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S")
+    sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S", help=_DTMF)
+    sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S", help=_RING)
     sim.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
     sip = modes.add_parser("sip", help="a real SIP UA (pjsua2) answering calls")
     sip.add_argument("--listen", type=_listen, default=("127.0.0.1", 5070), metavar="IP:PORT")
     sip.add_argument(
         "--max-calls", type=_positive_int, default=None, help="exit after N calls have ended"
     )
-    sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S")
-    sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S")
+    sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S", help=_DTMF)
+    sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S", help=_RING)
     sip.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
     return parser
 

@@ -71,8 +71,14 @@ class FlowConfig:
     max_digits: int = 3
 
 
-class CallGone(Exception):
-    """Raised inside a conversation when its call has already ended."""
+class CallGone(asyncio.CancelledError):
+    """Raised inside a conversation when its call has already ended.
+
+    A cancellation: ``call_ended`` has cancelled (or is cancelling) the job
+    anyway, and the job must end ``CANCELLED`` even when the conversation
+    notices the end of the call (a closed channel, a cancelled prompt) before
+    the cancellation itself arrives.
+    """
 
 
 @dataclass(eq=False)
@@ -216,8 +222,6 @@ class IntercomFlow:
                 await self._close(call, "door_opened", DOOR_OPEN)
             else:
                 await self._close(call, "no_answer", NO_ANSWER)
-        except CallGone:
-            return
         except Exception:
             self._give_up(call)
             raise
