@@ -7,14 +7,11 @@ import concurrent.futures
 import contextvars
 import enum
 import functools
-import inspect
 import itertools
-import math
 import os
 import sys
 import threading
 import time
-import types
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -22,10 +19,17 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
-import janus
-
 from . import _fork, _log
-from ._channel import Channel
+from ._arguments import (
+    check_count,
+    check_kind,
+    check_limits,
+    check_timeout,
+    check_timeouts,
+    close_if_coroutine,
+    split_callable,
+)
+from ._channel import Channel, new_channel
 from ._deadlines import Deadlines
 from ._exceptions import (
     BridgeClosed,
@@ -61,6 +65,8 @@ _WHEN_FULL: Final = frozenset({"block", "reject"})
 _CANCEL_GRACE: Final = 0.5
 #: ... and how long the loop gets to close before its thread is left behind.
 _STOP_GRACE: Final = 0.5
+#: How long resources get, in all, to exit (on top of _STOP_GRACE).
+_RESOURCE_GRACE: Final = 1.0
 #: How many of the latest unobserved failures a bridge remembers.
 _UNOBSERVED_KEPT: Final = 256
 
@@ -142,24 +148,23 @@ class Bridge:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, not {name!r}")
         self._name: Final = name
-        self._default_timeout = _check_timeout("default_timeout", default_timeout)
-        self._timeouts: Final = _check_timeouts(timeouts)
-        self._lanes: Final = {kind: Lane(n) for kind, n in _check_limits(limits).items()}
-        self._max_pending: Final = _check_count("max_pending", max_pending, allow_none=True)
+        self._default_timeout = check_timeout("default_timeout", default_timeout)
+        self._timeouts: Final = check_timeouts(timeouts)
+        self._lanes: Final = {kind: Lane(n) for kind, n in check_limits(limits).items()}
+        self._max_pending: Final = check_count("max_pending", max_pending, allow_none=True)
         if when_full not in _WHEN_FULL:
             raise ValueError(f"when_full must be 'block' or 'reject', not {when_full!r}")
         self._when_full: Final = when_full
-        _check_count("thread_workers", thread_workers, allow_none=False)
+        check_count("thread_workers", thread_workers, allow_none=False)
         if thread_initializer is not None and not callable(thread_initializer):
             raise TypeError(f"thread_initializer must be callable, not {thread_initializer!r}")
         self._workers: Final = WorkerPool(name, thread_workers, thread_initializer)
-        self._block_warning = _check_timeout("loop_block_warning", loop_block_warning)
+        self._block_warning = check_timeout("loop_block_warning", loop_block_warning)
         if self._block_warning == 0:
             raise ValueError("loop_block_warning must be > 0 seconds, or None to disable it")
         self._use_uvloop: Final = bool(use_uvloop)
         self._watchdog: Watchdog | None = None
         self._resources = ResourceStack()  # loop thread only
-        self._resource_outcome: tuple[int, tuple[tuple[str, BaseException], ...]] = (0, ())
 
         self._lock = threading.Lock()  # guards everything below
         self._room = threading.Condition(self._lock)  # max_pending: a job finished
@@ -262,8 +267,10 @@ class Bridge:
         are cancelled and get a short grace to unwind. Jobs that still have not
         ended (they block the loop thread or ignore cancellation) are listed in
         :attr:`ShutdownReport.stuck` and resolved with :class:`JobCancelled`.
-        Then the loop stops and its thread is joined with a bound. Shutdown
-        returns within *timeout* plus about one second, whatever the jobs do.
+        Then resources are exited (one second at most, in all), channels and
+        worker threads closed, the loop stopped and its thread joined with a
+        bound. Shutdown returns within *timeout* plus about one second,
+        whatever the jobs do (plus up to one more for resources slow to exit).
         Idempotent: later calls return the first report.
 
         Args:
@@ -273,7 +280,7 @@ class Bridge:
         **Thread safety:** any thread but the loop thread, where it would wait
         for the loop it blocks (:class:`WrongThread`).
         """
-        timeout = _check_timeout("timeout", timeout)
+        timeout = check_timeout("timeout", timeout)
         self._check_forked()
         if self._on_loop_thread():
             raise WrongThread(
@@ -382,7 +389,7 @@ class Bridge:
         by ``KeyboardInterrupt``), the job is cancelled.
         """
         if self._on_loop_thread():
-            _close_if_coroutine(fn)
+            close_if_coroutine(fn)
             raise WrongThread(
                 "Bridge.call() on the bridge's loop thread would block the loop until "
                 "a job finishes that needs that loop to run: a deadlock. "
@@ -416,9 +423,9 @@ class Bridge:
         """
         if not callable(fn):
             raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
-        _check_kind(kind)
+        check_kind(kind)
         if timeout is not USE_DEFAULT:
-            _check_timeout("timeout", timeout)
+            check_timeout("timeout", timeout)
 
         @functools.wraps(fn)
         def blocking_fn(*args: Unpack[PosArgsT]) -> T:
@@ -471,10 +478,10 @@ class Bridge:
             raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
         if not isinstance(iterable, Iterable):
             raise TypeError(f"iterable must be iterable, not {type(iterable).__name__}")
-        _check_count("concurrency", concurrency, allow_none=False)
-        _check_kind(kind)
+        check_count("concurrency", concurrency, allow_none=False)
+        check_kind(kind)
         if timeout is not USE_DEFAULT:
-            _check_timeout("timeout", timeout)
+            check_timeout("timeout", timeout)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable or None, not {on_progress!r}")
         if self._on_loop_thread():
@@ -540,7 +547,7 @@ class Bridge:
         if maxsize < 0:
             raise ValueError(f"maxsize must be >= 0 (0: unbounded), not {maxsize}")
         if self._on_loop_thread():
-            channel = _new_channel(maxsize)
+            channel = new_channel(maxsize)
         else:
             channel = self.call(_anew_channel, maxsize, kind="channel", timeout=None)
         with self._lock:
@@ -629,11 +636,11 @@ class Bridge:
         coro: Coroutine[Any, Any, Any] | None = None
         try:
             self._check_forked()
-            fn, coro = _split_callable(fn, args)
+            fn, coro = split_callable(fn, args)
             if fn is None:
                 args = ()
             job = self._new_job(fn, args, coro, key, kind, timeout, on_conflict, observed)
-            block_timeout = _check_timeout("block_timeout", block_timeout)
+            block_timeout = check_timeout("block_timeout", block_timeout)
             if self._loop is None:
                 self.start()
             existing = self._register(job, on_conflict, block_timeout)
@@ -660,7 +667,7 @@ class Bridge:
     ) -> Job[Any]:
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key must be a str or None, not {type(key).__name__}")
-        _check_kind(kind)
+        check_kind(kind)
         if on_conflict not in _ON_CONFLICT:
             raise ValueError(
                 f"on_conflict must be 'reject', 'replace' or 'join', not {on_conflict!r}"
@@ -668,7 +675,7 @@ class Bridge:
         if timeout is USE_DEFAULT:
             timeout = self._timeouts.get(kind, self._default_timeout)
         else:
-            timeout = _check_timeout("timeout", timeout)
+            timeout = check_timeout("timeout", timeout)
         now = time.monotonic()
         return Job(
             self,
@@ -999,18 +1006,18 @@ class Bridge:
         for job in pending:
             self._finish(job, _CANCELLED, error=_stuck_error(job))
         assert self._runner is not None
-        self._runner.stop(self._before_stop, _STOP_GRACE)
+        # A blocked loop (stuck jobs) will not close resources: do not wait for it.
+        self._runner.stop(self._before_stop, _STOP_GRACE + (0.0 if stuck else _RESOURCE_GRACE))
         self._workers.shutdown(_STOP_GRACE)
         if self._watchdog is not None:
             self._watchdog.stop(_STOP_GRACE)
-        closed, errors = self._resource_outcome
         return ShutdownReport(
             finished=len(finished),
             cancelled=tuple(cancelled),
             stuck=stuck,
             duration=time.monotonic() - started,
-            resources_closed=closed,
-            resource_errors=errors,
+            resources_closed=self._resources.closed,
+            resource_errors=self._resources.errors,
         )
 
     def _cancel_everything(self) -> None:
@@ -1021,7 +1028,7 @@ class Bridge:
 
     async def _before_stop(self) -> None:
         """Runs on the loop after the jobs, before the loop stops."""
-        self._resource_outcome = await self._resources.aclose()
+        await self._resources.aclose(_RESOURCE_GRACE)
 
     def _describe_task(self, task: asyncio.Task[Any] | None) -> dict[str, Any]:
         """Fields naming the job whose task is *task* (for the watchdog)."""
@@ -1063,118 +1070,8 @@ class Bridge:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _split_callable(
-    fn: object, args: tuple[Any, ...]
-) -> tuple[Callable[..., Any] | None, Coroutine[Any, Any, Any] | None]:
-    """Return ``(async_fn, None)`` or ``(None, coroutine)``; TypeError otherwise."""
-    if type(fn) is types.FunctionType and fn.__code__.co_flags & inspect.CO_COROUTINE:
-        return fn, None  # the common case, decided without the generic checks below
-    if asyncio.iscoroutine(fn):
-        if args:
-            fn.close()
-            raise TypeError(
-                "submit() got a coroutine object and positional arguments; pass either "
-                "a coroutine object, or an async function and its arguments"
-            )
-        return None, fn
-    if not callable(fn):
-        raise TypeError(
-            f"fn must be an async function or a coroutine object, not {type(fn).__name__}"
-        )
-    if _is_async_function(fn):
-        return fn, None
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        raise TypeError(f"fn must be an async function, not a generator function: {fn!r}")
-    result = fn(*args)  # a plain callable: it builds the awaitable here and now
-    if asyncio.iscoroutine(result):
-        return None, result
-    if inspect.isawaitable(result):
-        return None, _await(result)
-    raise TypeError(
-        f"fn must be an async function; {getattr(fn, '__qualname__', fn)!r} returned "
-        f"{type(result).__name__}, not an awaitable"
-    )
-
-
-def _is_async_function(fn: object) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - an async __call__ method
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-def _close_if_coroutine(fn: object) -> None:
-    if asyncio.iscoroutine(fn):
-        fn.close()
-
-
-def _check_kind(kind: object) -> None:
-    if not isinstance(kind, str) or not kind:
-        raise TypeError(f"kind must be a non-empty str, not {kind!r}")
-
-
-def _check_timeout(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds (or None for no limit), not {value!r}")
-    return float(value)
-
-
-def _check_timeouts(timeouts: Mapping[str, float | None] | None) -> dict[str, float | None]:
-    if timeouts is None:
-        return {}
-    if not isinstance(timeouts, Mapping):
-        raise TypeError(f"timeouts must be a mapping of kind to seconds, not {timeouts!r}")
-    checked: dict[str, float | None] = {}
-    for kind, value in timeouts.items():
-        _check_kind(kind)
-        checked[kind] = _check_timeout(f"timeouts[{kind!r}]", value)
-    return checked
-
-
-def _check_count(name: str, value: object, *, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, not {value}")
-    return value
-
-
-def _check_limits(limits: Mapping[str, int] | None) -> dict[str, int]:
-    if limits is None:
-        return {}
-    if not isinstance(limits, Mapping):
-        raise TypeError(f"limits must be a mapping of kind to a count, not {limits!r}")
-    checked: dict[str, int] = {}
-    for kind, limit in limits.items():
-        _check_kind(kind)
-        count = _check_count(f"limits[{kind!r}]", limit, allow_none=False)
-        assert count is not None
-        checked[kind] = count
-    return checked
-
-
-def _new_channel(maxsize: int) -> Channel[Any]:
-    """Create a channel on the loop thread and bind its queue to this loop."""
-    queue: janus.Queue[Any] = janus.Queue(maxsize)
-    # janus binds its loop lazily, at the first async operation; bind it now to
-    # the bridge's loop, so a thread's put() before any get() still wakes it.
-    with queue._sync_mutex:
-        queue._get_loop()
-    return Channel(queue)
-
-
 async def _anew_channel(maxsize: int) -> Channel[Any]:
-    return _new_channel(maxsize)
+    return new_channel(maxsize)
 
 
 def _count_by_kind(jobs: Iterable[Job[Any]], state: JobState) -> dict[str, int]:

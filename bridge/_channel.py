@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import janus
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "new_channel"]
 
 T = TypeVar("T")
 
@@ -60,3 +60,13 @@ class Channel(Generic[T]):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Channel maxsize={self.maxsize} size={self._queue.sync_q.qsize()} {state}>"
+
+
+def new_channel(maxsize: int) -> Channel[Any]:
+    """Create a channel on the loop thread and bind its queue to this loop."""
+    queue: janus.Queue[Any] = janus.Queue(maxsize)
+    # janus binds its loop lazily, at the first async operation; bind it now to
+    # the bridge's loop, so a thread's put() before any get() still wakes it.
+    with queue._sync_mutex:
+        queue._get_loop()
+    return Channel(queue)

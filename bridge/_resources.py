@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
+
+import anyio
 
 from . import _log
 
@@ -16,13 +19,18 @@ T = TypeVar("T")
 class ResourceStack:
     """The resources entered so far, exited in reverse order at shutdown.
 
-    Only the loop thread touches it.
+    Only the loop thread touches it; :attr:`closed` and :attr:`errors` may be
+    read from any thread once :meth:`aclose` has run (or while it runs).
     """
 
-    __slots__ = ("_entered",)
+    __slots__ = ("_entered", "closed", "errors")
 
     def __init__(self) -> None:
         self._entered: list[AbstractAsyncContextManager[Any]] = []
+        #: How many resources have been exited, errors included.
+        self.closed = 0
+        #: ``(repr, exception)`` for each resource whose exit raised.
+        self.errors: tuple[tuple[str, BaseException], ...] = ()
 
     async def enter(self, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
         """Call *factory*, enter what it returns, and remember to exit it."""
@@ -39,25 +47,26 @@ class ResourceStack:
         self._entered.append(manager)
         return value
 
-    async def aclose(self) -> tuple[int, tuple[tuple[str, BaseException], ...]]:
-        """Exit every resource, newest first; an error never stops the others.
+    async def aclose(self, budget: float) -> None:
+        """Exit every resource, newest first, within *budget* seconds in all.
 
-        Returns:
-            How many were exited, and ``(repr, exception)`` for each that raised.
+        An error, or an exit still running when the budget is spent (recorded
+        as a ``TimeoutError``), never stops the others from being exited. Each
+        exit is shielded from cancellation.
         """
-        closed = 0
-        errors: list[tuple[str, BaseException]] = []
+        deadline = time.monotonic() + budget
         while self._entered:
             manager = self._entered.pop()
-            closed += 1
+            remaining = max(0.0, deadline - time.monotonic())
             try:
-                await manager.__aexit__(None, None, None)
+                with anyio.fail_after(remaining, shield=True):
+                    await manager.__aexit__(None, None, None)
             except Exception as exc:  # noqa: BLE001 - recorded in the report
-                errors.append((repr(manager), exc))
+                self.errors = (*self.errors, (repr(manager), exc))
                 _log.emit(
                     "error", _log.RESOURCE_ERROR, {"resource": repr(manager), "exc_info": exc}
                 )
-        return closed, tuple(errors)
+            self.closed += 1
 
 
 def _close_quietly(obj: object) -> None:

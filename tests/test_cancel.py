@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import Watched
 
 from bridge import Bridge, Job, JobCancelled, JobState
 
@@ -25,22 +26,6 @@ async def value(x: Any) -> Any:
 
 async def forever() -> None:
     await asyncio.sleep(3600)
-
-
-class Watched:
-    """Runs until cancelled; records that it started and that it received the cancellation."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.got_cancelled = threading.Event()
-
-    async def __call__(self) -> None:
-        self.started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.got_cancelled.set()
-            raise
 
 
 def assert_cancelled(job: Job[Any]) -> None:

@@ -147,3 +147,28 @@ def test_resource_after_shutdown_is_refused(make_bridge: Callable[..., Bridge]) 
     with pytest.raises(BridgeClosed):
         b.resource(lambda: resource("late"))
     assert log == []
+
+
+def test_an_exit_that_hangs_is_bounded_and_the_others_still_close(
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    b = make_bridge()
+    log: list[str] = []
+    resource = _recording(log)
+
+    class Hangs:
+        async def __aenter__(self) -> str:
+            return "hangs"
+
+        async def __aexit__(self, *exc: object) -> None:
+            await asyncio.Event().wait()  # never set: a pool that never drains
+
+    b.resource(lambda: resource("first"))
+    b.resource(Hangs)
+    report = b.shutdown(timeout=1)
+    assert log == ["enter first", "exit first"]  # closed after the hanging one gave up
+    assert report.resources_closed == 2
+    [(what, error)] = report.resource_errors
+    assert "Hangs" in what
+    assert isinstance(error, TimeoutError)
+    assert report.duration < 1 + 0.5 + 1.0 + 1.0  # drain, cancel grace, resource grace, slack

@@ -9,31 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import Watched
 
 from bridge import Bridge, BridgeError, Job, JobCancelled, JobState, JobTimeout
 
 
 async def value(x: Any) -> Any:
     return x
-
-
-class Watched:
-    """A coroutine function that runs until cancelled and records what it received."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.got_cancelled = threading.Event()
-        self.unwound = threading.Event()
-
-    async def __call__(self) -> None:
-        self.started.set()
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.got_cancelled.set()
-            raise
-        finally:
-            self.unwound.set()
 
 
 def timeout_of(job: Job[Any]) -> float | None:
