@@ -24,6 +24,8 @@ __all__ = [
     "JOB_SUBMITTED",
     "JOB_TIMED_OUT",
     "LOOP_BLOCKED",
+    "RESOURCE_ERROR",
+    "bindings",
     "emit",
     "tracing",
 ]
@@ -35,7 +37,6 @@ JOB_TIMED_OUT: Final = "job.timed_out"
 JOB_FAILED: Final = "job.failed"
 LOOP_BLOCKED: Final = "loop.blocked"
 RESOURCE_ERROR: Final = "resource.error"
-BRIDGE_ERROR: Final = "bridge.error"
 
 logger: Final = structlog.get_logger("bridge")
 
