@@ -3,16 +3,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-STAMP   = $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: demo test lint typecheck check bench bench-smoke clean
-
-EXTRAS ?= dev
+.PHONY: demo test lint check bench bench-smoke clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# .installed-dev installs .[dev]; .installed-dev,bench installs .[dev,bench].
 $(VENV)/.installed-%: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[$*]"
 	touch $@
