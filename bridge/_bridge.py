@@ -165,7 +165,10 @@ class Bridge:
         self._use_uvloop: Final = bool(use_uvloop)
         self._watchdog: Watchdog | None = None
         self._resources = ResourceStack()  # loop thread only
+        self._init_state()
 
+    def _init_state(self) -> None:
+        """The bridge's mutable state: a registry of jobs and the loop's handles."""
         self._lock = threading.Lock()  # guards everything below
         self._room = threading.Condition(self._lock)  # max_pending: a job finished
         self._channels: weakref.WeakSet[Channel[Any]] = weakref.WeakSet()
