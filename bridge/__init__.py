@@ -7,6 +7,7 @@ coroutine accounted for until it ends.
 from __future__ import annotations
 
 from ._bridge import Bridge as Bridge
+from ._channel import Channel as Channel
 from ._default import blocking as blocking
 from ._default import call as call
 from ._default import default as default
@@ -31,6 +32,7 @@ __all__ = (
     "BridgeClosed",
     "BridgeError",
     "BridgeStats",
+    "Channel",
     "DuplicateJob",
     "Job",
     "JobCancelled",

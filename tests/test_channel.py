@@ -8,7 +8,17 @@ from collections.abc import Callable
 import janus
 import pytest
 
-from bridge import Bridge
+from bridge import Bridge, Channel
+
+
+async def wait_for_one_item(ch: Channel[object], waiting: threading.Event) -> str:
+    """Wait for one item; ``"woken"`` if the channel closes first."""
+    waiting.set()
+    try:
+        await ch.async_q.get()
+    except janus.AsyncQueueShutDown:
+        return "woken"
+    return "got an item"
 
 
 def test_frames_from_a_thread_reach_a_coroutine_in_order(bridge: Bridge) -> None:
@@ -91,16 +101,7 @@ def test_close_wakes_a_thread_blocked_in_put_on_a_full_channel(bridge: Bridge) -
 def test_close_wakes_a_coroutine_blocked_in_get(bridge: Bridge) -> None:
     ch = bridge.channel()
     waiting = threading.Event()
-
-    async def consume() -> str:
-        waiting.set()
-        try:
-            await ch.async_q.get()
-        except janus.AsyncQueueShutDown:
-            return "woken"
-        return "got an item"
-
-    job = bridge.submit(consume)
+    job = bridge.submit(wait_for_one_item, ch, waiting)
     assert waiting.wait(10)
     ch.close()
     assert job.result(timeout=10) == "woken"
@@ -131,16 +132,7 @@ def test_shutdown_closes_channels_and_wakes_their_consumers(
     b = make_bridge()
     ch = b.channel()
     waiting = threading.Event()
-
-    async def consume() -> str:
-        waiting.set()
-        try:
-            await ch.async_q.get()
-        except janus.AsyncQueueShutDown:
-            return "woken"
-        return "got an item"
-
-    job = b.submit(consume)
+    job = b.submit(wait_for_one_item, ch, waiting)
     assert waiting.wait(10)
     report = b.shutdown(timeout=10)
     assert ch.closed
