@@ -1,10 +1,11 @@
 # The two set-up commands the README gives: `make demo` and `make test`.
 # Both create .venv and install the project into it; nothing else is needed.
+# `make test-all` and `make test-long` (below) build on the same .venv.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test lint check bench bench-smoke clean
+.PHONY: demo test test-all test-long lint check bench bench-smoke clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,20 @@ $(VENV)/.installed-sip: pyproject.toml | $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev $(VENV)/.installed-sip
 	$(PY) -m pytest
 
+# The suite on the other supported Pythons, 3.10, 3.12 and 3.13, one after the
+# other, each in a virtualenv under .nox/ that nox (from .[dev]) makes and keeps.
+# noxfile.py finds the interpreters (PATH, then ~/.pyenv/versions) and skips a
+# missing one, or fails it when BRIDGE_REQUIRE_ALL_PYTHONS=1, as CI sets.
+# NOX_ARGS passes arguments on: NOX_ARGS='-s "tests(3.12)" -- -k cancel -x'.
+NOX_ARGS ?=
+test-all: $(VENV)/.installed-dev
+	$(VENV)/bin/nox $(NOX_ARGS)
+
+# The suite with many more hypothesis examples (the "long" profile that
+# tests/conftest.py registers; CI uses the "ci" profile).
+test-long: $(VENV)/.installed-dev $(VENV)/.installed-sip
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check bridge
@@ -46,4 +61,4 @@ bench-smoke: $(VENV)/.installed-dev,bench
 	$(PY) -m bench --smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache build dist

@@ -22,6 +22,7 @@ from ._exceptions import WrongThread as WrongThread
 from ._job import Job as Job
 from ._job import JobInfo as JobInfo
 from ._job import JobState as JobState
+from ._registry import BridgeState as BridgeState
 from ._stats import BridgeStats as BridgeStats
 from ._stats import ShutdownReport as ShutdownReport
 from ._typing import USE_DEFAULT as USE_DEFAULT
@@ -31,6 +32,7 @@ __all__ = (
     "Bridge",
     "BridgeClosed",
     "BridgeError",
+    "BridgeState",
     "BridgeStats",
     "Channel",
     "DuplicateJob",

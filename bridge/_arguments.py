@@ -1,7 +1,14 @@
 """Checking and normalising what callers pass: callables, timeouts, counts, kinds.
 
 Every check raises ``TypeError`` or ``ValueError`` naming the argument, before
-anything is created.
+anything is created. A coroutine object refused on the way is closed first, so
+a refusal never adds a "coroutine ... was never awaited" warning to the error.
+
+Timeouts: a number of seconds >= 0, or ``None`` for no limit. ``math.inf`` is
+accepted everywhere a timeout is and means no limit too: :func:`check_timeout`
+turns it into ``None``, as it does any value above ``threading.TIMEOUT_MAX``
+(about 292 years), the longest wait the platform can express, so no caller
+ever hands an infinite or overflowing timeout to a lock or a condition.
 """
 
 from __future__ import annotations
@@ -9,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
+    "check_async_function",
+    "check_blocking_function",
     "check_count",
     "check_kind",
     "check_limits",
@@ -75,18 +85,69 @@ def close_if_coroutine(fn: object) -> None:
         fn.close()
 
 
+def check_async_function(name: str, fn: object, *, expected: str = "an async function") -> None:
+    """Refuse a *fn* that is not callable, with a ``TypeError`` naming *name*.
+
+    A coroutine object (``greet()`` passed where ``greet`` was meant) is closed
+    before the error is raised: it will never run, and closing it now keeps
+    Python from adding "coroutine ... was never awaited" to the error.
+
+    Args:
+        name: the argument's name, as the caller wrote it (``"fn"``).
+        fn: what the caller passed.
+        expected: what the argument should be, for the message.
+    """
+    if isinstance(fn, Coroutine):
+        what = getattr(fn, "__qualname__", None) or type(fn).__name__
+        fn.close()
+        raise TypeError(
+            f"{name} must be {expected}, not the coroutine object that {what}() "
+            f"returned (it has been closed)"
+        )
+    if not callable(fn):
+        raise TypeError(f"{name} must be {expected}, not {type(fn).__name__}")
+
+
+def check_blocking_function(name: str, fn: object) -> None:
+    """Refuse a *fn* that is not a plain callable, with a ``TypeError`` naming *name*.
+
+    A coroutine object or an async function is refused (a worker thread could
+    only create the coroutine, never run it); a coroutine object is closed first.
+    """
+    if isinstance(fn, Coroutine):
+        fn.close()
+        raise TypeError(f"{name} must be a plain (blocking) callable, not a coroutine object")
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
+    if _is_async_function(fn):
+        raise TypeError(
+            f"{name} must be a plain (blocking) callable, not an async function; "
+            f"submit() runs async functions"
+        )
+
+
 def check_kind(kind: object) -> None:
     if not isinstance(kind, str) or not kind:
         raise TypeError(f"kind must be a non-empty str, not {kind!r}")
 
 
 def check_timeout(name: str, value: object) -> float | None:
+    """Return *value* in seconds, or ``None`` for no limit (``None``, ``math.inf``).
+
+    Raises:
+        TypeError: *value* is not a number (``bool`` included) or ``None``.
+        ValueError: *value* is negative or NaN.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds (or None for no limit), not {value!r}")
+    if (isinstance(value, float) and math.isnan(value)) or value < 0:
+        raise ValueError(
+            f"{name} must be >= 0 seconds (or None or math.inf for no limit), not {value!r}"
+        )
+    if value > threading.TIMEOUT_MAX:
+        return None  # math.inf, or too long for any wait to express: no limit
     return float(value)
 
 

@@ -1,14 +1,43 @@
-"""Channels: janus queues between threads and the bridge's loop."""
+"""Channels: janus queues between threads and the bridge's loop.
+
+Only janus's public API is used (``janus>=2``): the queue binds the loop of its
+first async operation, which is always early enough. A thread's ``put`` wakes
+the async side only when a coroutine is already waiting, and a coroutine binds
+the loop before it waits; an item put before any coroutine looked stays in the
+queue, where the next ``get`` finds it without waiting.
+"""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, Generic, TypeVar, final
 
 import janus
 
-__all__ = ["Channel", "new_channel"]
+__all__ = ["Channel", "ChannelSet", "new_channel"]
 
 T = TypeVar("T")
+
+
+class _Queue(janus.Queue[T]):
+    """A janus queue that keeps its :class:`Channel` alive and knows it was shut down.
+
+    The reference back to the channel is what lets the bridge hold channels
+    weakly: a media thread that kept only ``sync_q`` keeps the proxy, the proxy
+    keeps this queue, and this queue keeps the channel, which therefore is still
+    in the bridge's :class:`ChannelSet` to be closed at shutdown.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.bridge_channel: Channel[T] | None = None
+        self.bridge_shut_down = False
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """janus's ``shutdown``, whichever side it was called on, remembered."""
+        self.bridge_shut_down = True  # before anyone is woken, so they see it closed
+        super().shutdown(immediate)
 
 
 @final
@@ -19,18 +48,18 @@ class Channel(Generic[T]):
     :attr:`sync_q`; a coroutine on the bridge ``await``\\ s them from
     :attr:`async_q` (and the other way round for replies).
 
-    :meth:`close` (also done by the bridge when it shuts down) wakes every
-    ``put``/``get`` blocked on either side: they raise
-    ``janus.SyncQueueShutDown`` (threads) or ``janus.AsyncQueueShutDown``
-    (coroutines). Items already put are not dropped: ``get`` returns them
-    until the queue is empty, then raises.
+    :meth:`close` (also done by the bridge when it shuts down, even when only
+    one side of the channel is still referenced) wakes every ``put``/``get``
+    blocked on either side: they raise ``janus.SyncQueueShutDown`` (threads)
+    or ``janus.AsyncQueueShutDown`` (coroutines). Items already put are not
+    dropped: ``get`` returns them until the queue is empty, then raises.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_queue")
+    __slots__ = ("__weakref__", "_queue")
 
-    def __init__(self, queue: janus.Queue[T]) -> None:
+    def __init__(self, queue: _Queue[T]) -> None:
         self._queue = queue
-        self._closed = False
+        queue.bridge_channel = self  # a cycle, collected once neither side is kept
 
     @property
     def sync_q(self) -> janus.SyncQueue[T]:
@@ -49,12 +78,11 @@ class Channel(Generic[T]):
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closed
+        """Whether the channel was closed (:meth:`close`, or ``shutdown()`` on a side)."""
+        return self._queue.bridge_shut_down
 
     def close(self) -> None:
         """Refuse new items and wake every blocked ``put``/``get``. Any thread; idempotent."""
-        self._closed = True
         self._queue.shutdown(immediate=False)
 
     def __repr__(self) -> str:
@@ -62,11 +90,52 @@ class Channel(Generic[T]):
         return f"<Channel maxsize={self.maxsize} size={self._queue.sync_q.qsize()} {state}>"
 
 
+@final
+class ChannelSet:
+    """The channels of one bridge, held weakly, closed together when it shuts down.
+
+    A channel stays in the set while anything keeps it or either of its sides.
+    Once :meth:`close_all` has run, a channel added later (a job may create one
+    while shutdown waits for it) is closed at once: no channel outlives the
+    bridge open, with a thread blocked on it for ever.
+
+    **Thread safety:** any thread. Its lock guards the set only: no channel is
+    closed, and no other lock taken, while it is held.
+    """
+
+    __slots__ = ("_channels", "_closing", "_lock")
+
+    def __init__(self) -> None:
+        # Guards _channels (a WeakSet cannot be added to while another thread
+        # copies it) and _closing, so that a channel is either in close_all()'s
+        # copy or added after it and closed by add().
+        self._lock = threading.Lock()
+        self._channels: weakref.WeakSet[Channel[Any]] = weakref.WeakSet()
+        self._closing = False
+
+    def add(self, channel: Channel[Any]) -> None:
+        """Hold *channel* until :meth:`close_all`; close it now if that has run."""
+        with self._lock:
+            if not self._closing:
+                self._channels.add(channel)
+                return
+        channel.close()
+
+    def close_all(self) -> None:
+        """Close every channel held, and every channel added from now on. Idempotent."""
+        with self._lock:
+            self._closing = True
+            channels = list(self._channels)
+            self._channels.clear()
+        for channel in channels:  # wakes producers and consumers alike
+            channel.close()
+
+    def __len__(self) -> int:
+        """How many channels are held (open ones, until :meth:`close_all`)."""
+        with self._lock:
+            return len(self._channels)
+
+
 def new_channel(maxsize: int) -> Channel[Any]:
-    """Create a channel on the loop thread and bind its queue to this loop."""
-    queue: janus.Queue[Any] = janus.Queue(maxsize)
-    # janus binds its loop lazily, at the first async operation; bind it now to
-    # the bridge's loop, so a thread's put() before any get() still wakes it.
-    with queue._sync_mutex:
-        queue._get_loop()
-    return Channel(queue)
+    """Create a channel; its queue binds a loop at its first async operation."""
+    return Channel(_Queue(maxsize))

@@ -2,7 +2,9 @@
 
 It is created and started on first use, shut down at interpreter exit, and
 created anew in a child process after ``os.fork()`` (the parent's loop thread
-does not exist there).
+does not exist there). Once the exit hook has begun, the module-level
+functions raise :class:`~bridge.BridgeClosed`: a job submitted then would
+have no bridge to run it to the end.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
+from ._arguments import check_async_function
 from ._bridge import Bridge, OnConflict
+from ._exceptions import BridgeClosed
 from ._job import Job
+from ._registry import BridgeState
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 
 __all__ = ["blocking", "call", "default", "submit"]
@@ -33,10 +38,12 @@ class _Default:
         self.lock = threading.Lock()
         self.bridge: Bridge | None = None
         self.atexit_registered = False
+        self.exiting = False  # the exit hook has begun: no new default bridge
 
     def reset_after_fork(self) -> None:
         self.lock = threading.Lock()  # another thread may have held it at fork
         self.bridge = None
+        self.exiting = False
 
 
 _state: Final = _Default()
@@ -47,15 +54,23 @@ def default() -> Bridge:
     """Return the process-wide default bridge, creating and starting it if needed.
 
     It is named ``"bridge-default"``, uses the :class:`Bridge` defaults and is
-    shut down at interpreter exit. If it has been shut down, a new one is made.
-    Any thread but its own loop thread may call this.
+    shut down at interpreter exit. If it has been shut down (or broke), a new
+    one is made. Any thread but its own loop thread may call this.
+
+    Raises:
+        BridgeClosed: the interpreter is exiting (the exit hook has begun).
     """
     bridge = _state.bridge
-    if bridge is not None and bridge._lifecycle.name == "RUNNING":
+    if bridge is not None and bridge.state is BridgeState.RUNNING and not _state.exiting:
         return bridge
     with _state.lock:
+        if _state.exiting:
+            raise BridgeClosed(
+                f"the interpreter is exiting: the default bridge {DEFAULT_NAME!r} "
+                f"has been shut down and accepts no new jobs"
+            )
         bridge = _state.bridge
-        if bridge is None or bridge._lifecycle.name in ("CLOSING", "CLOSED"):
+        if bridge is None or bridge.state is not BridgeState.RUNNING:
             bridge = Bridge(DEFAULT_NAME)
             _state.bridge = bridge
         bridge.start()
@@ -66,8 +81,10 @@ def default() -> Bridge:
 
 
 def _shutdown_at_exit() -> None:
-    bridge = _state.bridge
-    if bridge is not None and bridge._pid == os.getpid():
+    with _state.lock:  # no default() creates a bridge after this
+        _state.exiting = True
+        bridge = _state.bridge
+    if bridge is not None:  # reset_after_fork: it is this process's own
         bridge.shutdown(_EXIT_TIMEOUT)
 
 
@@ -108,8 +125,7 @@ def blocking(
     The default bridge is looked up when the returned function is called, not
     now, so it stays valid across ``os.fork()`` and a shutdown.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be an async function, not {type(fn).__name__}")
+    check_async_function("fn", fn)
 
     def call_default(*args: Unpack[PosArgsT]) -> T:
         return default().call(fn, *args, kind=kind, timeout=timeout)

@@ -1,28 +1,35 @@
-"""Jobs: the handle a submitter gets for one coroutine the bridge runs."""
+"""Jobs: the handle a submitter gets for one coroutine the bridge runs.
+
+A job never changes its own state: every transition is made by the registry
+(``_registry.py``) under its lock, and the job talks to whoever owns it only
+through the small :class:`JobOwner` protocol. This module imports nothing of
+the bridge above it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import enum
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures._base import FINISHED, PENDING
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+from typing import Any, Final, Generic, Protocol, TypeVar, final
 
-from ._exceptions import JobCancelled, WrongThread
+from ._exceptions import JobCancelled
+from ._future import FINISHED, SlimFuture
 
-if TYPE_CHECKING:
-    from ._bridge import Bridge
-
-__all__ = ["Job", "JobInfo", "JobState"]
+__all__ = [
+    "CancelReason",
+    "FailureRecord",
+    "FailureWatch",
+    "Job",
+    "JobInfo",
+    "JobOwner",
+    "JobState",
+]
 
 T = TypeVar("T")
-
-# Guards the creation of a job's Condition, which is made on first use.
-_CONDITION_LOCK: Final = threading.Lock()
 
 
 class JobState(enum.Enum):
@@ -42,22 +49,33 @@ class JobState(enum.Enum):
     TIMED_OUT = "timed_out"
 
     # Members are singletons compared by identity: hash them by identity too
-    # (C speed; Enum's own __hash__ is Python code, and the loop hashes states
-    # for every job it finishes).
+    # (C speed; Enum's own __hash__ is Python code, and the registry hashes
+    # states for every job it finishes).
     __hash__ = object.__hash__
 
     @property
     def finished(self) -> bool:
         """Whether the state is final."""
-        return self in _FINAL
+        return self in FINAL_STATES
 
     def __repr__(self) -> str:
         return f"JobState.{self.name}"
 
 
-_FINAL: Final = frozenset(
+FINAL_STATES: Final = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
 )
+
+
+class CancelReason(enum.Enum):
+    """Why a job's one cancellation was decided (first source wins)."""
+
+    #: ``cancel()``, ``cancel(key)``, ``cancel_all()``, ``replace`` or shutdown.
+    CANCEL = "cancel"
+    #: The job's deadline.
+    DEADLINE = "deadline"
+
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True)
@@ -82,8 +100,67 @@ class JobInfo:
     deadline: float | None
 
 
+class JobOwner(Protocol):
+    """What a job needs from the bridge that runs it."""
+
+    def request_cancel(self, job: Job[Any]) -> bool:
+        """Decide the job's one cancellation, if not yet decided, and deliver it.
+
+        Returns whether the job was unfinished, or had ended cancelled.
+        """
+
+    def check_wait(self, what: str) -> None:
+        """Raise if this thread may not block waiting for a job."""
+
+
 @final
-class Job(concurrent.futures.Future[T], Generic[T]):
+class FailureRecord:
+    """A failure as the registry keeps it: the job's snapshot and its error.
+
+    The registry keeps the latest records (never the jobs), so the pytest
+    plugin can tell which failures nobody retrieved; :meth:`Job.result`,
+    :meth:`Job.exception` and ``await`` mark the record retrieved.
+    """
+
+    __slots__ = ("_error", "_info", "retrieved")
+
+    def __init__(self, info: JobInfo, error: BaseException | None) -> None:
+        self._info = info
+        self._error = error
+        #: Whether somebody has retrieved the failure from the job.
+        self.retrieved = False
+
+    def info(self) -> JobInfo:
+        """The job as it was when it failed."""
+        return self._info
+
+    def exception(self) -> BaseException | None:
+        """What the job raised."""
+        return self._error
+
+
+@final
+class FailureWatch:
+    """Logs a failure nobody retrieved when its job is garbage-collected.
+
+    Attached only to a failed job whose failure was not logged when it
+    happened (a waiter or done callback was expected to look at it); the job
+    is its only owner, so ``__del__`` runs when the job is collected.
+    """
+
+    __slots__ = ("_log", "_record")
+
+    def __init__(self, record: FailureRecord, log: Callable[[], object]) -> None:
+        self._record = record
+        self._log = log
+
+    def __del__(self) -> None:
+        if not self._record.retrieved:
+            self._log()
+
+
+@final
+class Job(SlimFuture[T], Generic[T]):
     """One coroutine the bridge runs, accounted for until it ends.
 
     A :class:`concurrent.futures.Future`: it works with
@@ -99,36 +176,34 @@ class Job(concurrent.futures.Future[T], Generic[T]):
     the coroutine itself, also while it runs; the job is done once the coroutine
     has finished unwinding, and then :meth:`result` raises
     :class:`~bridge.JobCancelled`. A job whose deadline expired raises
-    :class:`~bridge.JobTimeout`.
+    :class:`~bridge.JobTimeout`. Whatever the sources (``cancel()``, its
+    key, its kind, its deadline, ``replace``, shutdown), the coroutine receives
+    one cancellation at most.
     """
 
-    # The base class's own fields are slots here too (its __init__ is replaced,
-    # see there), so a job has no __dict__; the names keep their base meaning.
+    # Fields below are written by the registry (state, cancel, room) or by the
+    # scheduler on the loop thread (task, lane, times); read from any thread.
     __slots__ = (
         "_args",
-        "_bridge",
-        "_cancel_requested",
+        "_cancel",
         "_coro",
         "_ctx",
         "_deadline_at",
-        "_done_callbacks",
         "_error",
-        "_exception",
+        "_failure",
         "_fn",
+        "_holds_room",
         "_job_state",
-        "_lazy_condition",
+        "_lane",
         "_observed",
-        "_result",
-        "_retrieved",
+        "_owner",
         "_started_at",
         "_started_mono",
-        "_state",
         "_submitted_at",
         "_submitted_mono",
         "_task",
         "_thread_name",
-        "_timed_out",
-        "_waiters",
+        "_watch",
         "id",
         "key",
         "kind",
@@ -136,7 +211,7 @@ class Job(concurrent.futures.Future[T], Generic[T]):
 
     def __init__(
         self,
-        bridge: Bridge,
+        owner: JobOwner,
         job_id: int,
         key: str | None,
         kind: str,
@@ -150,17 +225,8 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         deadline_at: float | None,
         observed: bool,
     ) -> None:
-        # concurrent.futures.Future.__init__, but without its Condition: most
-        # jobs are never waited for by a blocked thread, and a Condition is half
-        # a dozen objects for the garbage collector to track. _condition makes
-        # it on first use, and _settle() resolves without it when none exists.
-        self._state = PENDING
-        self._result: T | None = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
-        self._lazy_condition: threading.Condition | None = None
-        self._bridge = bridge
+        super().__init__()
+        self._owner = owner
         #: The job's number, unique within its bridge.
         self.id: Final = job_id
         #: The key the job was submitted with, or ``None``.
@@ -177,82 +243,17 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         self._submitted_at = submitted_at
         self._submitted_mono = submitted_mono
         self._deadline_at = deadline_at  # time.monotonic() value or None
-        self._job_state = JobState.PENDING  # guarded by the bridge's lock
+        self._job_state = JobState.PENDING  # written by the registry only
+        self._cancel: CancelReason | None = None  # the one cancellation, once decided
+        self._holds_room = False  # counts toward max_pending (the registry's)
+        self._lane = 0  # scheduler: 0 no lane place, 1 queued in its lane, 2 has a place
         self._started_at: float | None = None
         self._started_mono = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._cancel_requested = False
-        self._timed_out = False
         self._observed = observed  # somebody waits for the outcome
-        self._retrieved = False  # somebody has seen the outcome
         self._error: BaseException | None = None
-
-    # -- the Future machinery -------------------------------------------------
-
-    @property
-    def _condition(self) -> threading.Condition:
-        """The base class's Condition, made when something first needs it."""
-        condition = self._lazy_condition
-        if condition is None:
-            with _CONDITION_LOCK:
-                condition = self._lazy_condition
-                if condition is None:
-                    condition = self._lazy_condition = threading.Condition()
-        return condition
-
-    @_condition.setter
-    def _condition(self, condition: threading.Condition) -> None:
-        self._lazy_condition = condition
-
-    def done(self) -> bool:
-        """Whether the job has finished (and its outcome can be read)."""
-        return self._state == FINISHED
-
-    def _settle(self, value: Any, error: BaseException | None) -> None:
-        """Resolve the job, once; the bridge's only way to do it. Any thread.
-
-        Without a Condition nobody can be waiting: the state is set, and the
-        Condition looked up again, in that order, so a waiter that makes one
-        meanwhile either sees the job finished or is notified under its lock.
-        """
-        self._result = value
-        self._exception = error
-        condition = self._lazy_condition
-        if condition is None:
-            self._state = FINISHED
-            condition = self._lazy_condition
-        if condition is not None:
-            with condition:
-                self._state = FINISHED
-                for waiter in self._waiters:
-                    if error is None:
-                        waiter.add_result(self)
-                    else:
-                        waiter.add_exception(self)
-                condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
-
-    def set_result(self, result: T) -> None:
-        """Not for jobs: the bridge resolves them (raises ``InvalidStateError``)."""
-        raise concurrent.futures.InvalidStateError(
-            "a Job is resolved by its bridge, not by set_result()"
-        )
-
-    def set_exception(self, exception: BaseException | None) -> None:
-        """Not for jobs: the bridge resolves them (raises ``InvalidStateError``)."""
-        raise concurrent.futures.InvalidStateError(
-            "a Job is resolved by its bridge, not by set_exception()"
-        )
-
-    def _outcome(self) -> T:
-        """The value, or raise the exception, of a finished job."""
-        error = self._exception
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error  # no frame -> exception -> traceback -> frame cycle
-        return self._result  # type: ignore[return-value]
+        self._failure: FailureRecord | None = None  # set by the registry if it failed
+        self._watch: FailureWatch | None = None  # logs an unretrieved failure at collection
 
     # -- state ---------------------------------------------------------------
 
@@ -288,8 +289,9 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         A pending job ends without starting. A running job's coroutine receives
         the cancellation at its next ``await``; the job is done (and
         :meth:`cancelled` true) only once the coroutine has finished unwinding.
-        The cancellation is delivered once: calling again does not interrupt
-        the coroutine's cleanup.
+        The coroutine receives one cancellation at most, whoever asks and
+        however often: calling again, or a deadline that passes meanwhile,
+        does not interrupt its cleanup.
 
         Returns:
             ``True`` if the job had not finished (the cancellation is
@@ -300,13 +302,9 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         state = self._job_state
         if state is JobState.CANCELLED:
             return True
-        if state in _FINAL:
+        if state in FINAL_STATES:
             return False
-        if self._cancel_requested:
-            return True  # delivered once: a second one would interrupt its cleanup
-        self._cancel_requested = True
-        self._bridge._request_cancel(self)
-        return True
+        return self._owner.request_cancel(self)
 
     def cancelled(self) -> bool:
         """Whether the job ended cancelled (its coroutine has finished unwinding)."""
@@ -322,7 +320,8 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         """Wait for the job and return its value.
 
         Args:
-            timeout: seconds to wait; ``None`` waits until the job ends.
+            timeout: seconds to wait; ``None`` (or ``math.inf``) waits until
+                the job ends.
 
         Returns:
             What the coroutine returned.
@@ -337,17 +336,10 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         **Thread safety:** any thread but the bridge's loop thread, where
         waiting would deadlock; there, only a finished job may be asked.
         """
-        self._retrieved = True
-        if self._state == FINISHED:
-            return self._outcome()
-        self._observed = True
-        self._check_may_wait("result")
-        try:
-            return super().result(timeout)
-        except TimeoutError as exc:
-            if exc is self._error:
-                raise
-            raise self._wait_expired(timeout) from None
+        if self._state != FINISHED:
+            self._wait_for("result", timeout)
+        self._mark_retrieved()
+        return self._outcome()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the job and return the exception it raised, or ``None``.
@@ -357,25 +349,22 @@ class Job(concurrent.futures.Future[T], Generic[T]):
         a job whose deadline expired. *timeout*, threads and the other errors
         are as for :meth:`result`.
         """
-        self._retrieved = True
-        if self._state == FINISHED:
-            error = self._exception
-        else:
-            self._observed = True
-            self._check_may_wait("exception")
-            try:
-                error = super().exception(timeout)
-            except TimeoutError:
-                raise self._wait_expired(timeout) from None
+        if self._state != FINISHED:
+            self._wait_for("exception", timeout)
+        self._mark_retrieved()
+        error = self._exception
         if isinstance(error, JobCancelled):
             raise error
         return error
 
-    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         """Call ``fn(job)`` when the job is done (at once if it is).
 
-        The callback runs on the loop thread; it counts as somebody waiting for
-        the outcome, so a failure is not logged as unobserved.
+        The callback runs on the loop thread. It counts as somebody waiting
+        for the outcome, so a failure is not logged as unobserved when it
+        happens; but only :meth:`result`, :meth:`exception` or ``await``
+        retrieve the failure (a failure nobody retrieves is logged when the
+        job is garbage-collected, and fails a test under the pytest plugin).
         """
         self._observed = True
         super().add_done_callback(fn)
@@ -396,19 +385,21 @@ class Job(concurrent.futures.Future[T], Generic[T]):
 
     # -- helpers -------------------------------------------------------------
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._bridge._task_done(self, task)
+    def _mark_retrieved(self) -> None:
+        """Somebody has seen the outcome (called once the job is done)."""
+        failure = self._failure
+        if failure is not None:
+            failure.retrieved = True
 
-    def _check_may_wait(self, what: str) -> None:
-        self._bridge._check_forked()
-        if threading.get_ident() == self._bridge._loop_ident:
-            raise WrongThread(
-                f"Job.{what}() on the bridge's loop thread would block the loop that "
-                f"must run the job: a deadlock. Use 'await job' inside a coroutine."
-            )
-
-    def _wait_expired(self, timeout: float | None) -> TimeoutError:
-        return TimeoutError(f"{self!r} did not finish within {timeout} s; it keeps running")
+    def _wait_for(self, what: str, timeout: float | None) -> None:
+        self._observed = True
+        self._owner.check_wait(what)
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:
+            timeout = None  # math.inf: no limit (a lock cannot wait that long)
+        if not self._wait(timeout):
+            # The builtin TimeoutError on every Python (on 3.10, the one of
+            # concurrent.futures is another class).
+            raise TimeoutError(f"{self!r} did not finish within {timeout} s; it keeps running")
 
 
 def _waker(

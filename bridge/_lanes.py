@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Final
 
-from ._job import Job, JobState
+from ._job import Job
 
-__all__ = ["Lane"]
+__all__ = ["HAS_PLACE", "QUEUED", "Lane"]
+
+#: ``Job._lane``: the job waits in its lane's queue ...
+QUEUED: Final = 1
+#: ... or holds one of its lane's places.
+HAS_PLACE: Final = 2
 
 
 class Lane:
     """At most ``limit`` running jobs of one kind; the others wait their turn.
+
+    A job that ends while it waits (cancelled, timed out) leaves the queue at
+    once, so a lane blocked by a long job does not keep dead jobs alive.
 
     Only the loop thread touches a lane.
     """
@@ -20,22 +28,39 @@ class Lane:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        #: How many places are taken.
         self.running = 0
-        self.waiting: deque[Job[Any]] = deque()
+        #: The jobs waiting for a place, oldest first, by id.
+        self.waiting: OrderedDict[int, Job[Any]] = OrderedDict()
 
     def admit(self, job: Job[Any]) -> bool:
-        """Take a place for *job* now, or queue it; return whether it may start."""
+        """Give *job* a place now, or queue it; return whether it may start."""
         if self.running < self.limit:
             self.running += 1
+            job._lane = HAS_PLACE
             return True
-        self.waiting.append(job)
+        self.waiting[job.id] = job
+        job._lane = QUEUED
         return False
 
-    def release(self) -> Job[Any] | None:
-        """Give back a place; return the next waiting job to start, if any."""
-        while self.waiting:
-            job = self.waiting.popleft()
-            if job._job_state is JobState.PENDING:  # skip those that ended waiting
-                return job
-        self.running -= 1
+    def leave(self, job: Job[Any]) -> Job[Any] | None:
+        """*job* has ended: drop it from the queue, or pass its place on.
+
+        Returns:
+            The next job to start, which now holds the place, if any.
+        """
+        where = job._lane
+        job._lane = 0
+        if where == QUEUED:
+            del self.waiting[job.id]
+        elif where == HAS_PLACE:
+            if self.waiting:
+                _, following = self.waiting.popitem(last=False)
+                following._lane = HAS_PLACE
+                return following
+            self.running -= 1
         return None
+
+    def clear(self) -> None:
+        """Forget every waiting job (the loop has stopped)."""
+        self.waiting.clear()

@@ -8,11 +8,31 @@ the standard library's logging.
 Per-job debug events are emitted only once the application has configured
 structlog: an application that never did sees the bridge's warnings and errors,
 not one line per job.
+
+Logging never breaks the bridge, and never fails silently. Each bridge emits
+through its own :class:`EventLog`: when a processor (or a renderer, or the
+logger behind them) raises, the event is lost, and the first such error of the
+bridge is reported through :data:`sys.unraisablehook`, with the processor's
+own error as ``exc_value`` and a :class:`LoggingFailure` naming the bridge and
+the event as ``object`` (the default hook prints "Exception ignored in:
+<bridge 'pbx' logging 'job.failed': ...>", then the traceback). Later errors
+of the same bridge are not reported again. Not a warning: an application (or
+a test suite) that turns warnings into errors would then see the finish path
+of a job raise, and the job would never resolve.
+
+A ``structlog.contextvars`` binding never collides with the logger's own
+parameters (``event``, the event's name, and ``self``): such a binding keeps
+its value under its name with an underscore appended (``event_``; one more
+underscore while that name is taken too), and the event keeps the bridge's
+name. A SIP application that binds ``event="INVITE"`` sees
+``event='job.started' event_='INVITE'``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import threading
+import weakref
+from typing import Any, Final, final
 
 import structlog
 from structlog.contextvars import get_contextvars
@@ -24,9 +44,14 @@ __all__ = [
     "JOB_SUBMITTED",
     "JOB_TIMED_OUT",
     "LOOP_BLOCKED",
+    "LOOP_DIED",
+    "RESERVED",
     "RESOURCE_ERROR",
+    "EventLog",
+    "LoggingFailure",
     "bindings",
     "emit",
+    "safe_fields",
     "tracing",
 ]
 
@@ -36,7 +61,12 @@ JOB_FINISHED: Final = "job.finished"
 JOB_TIMED_OUT: Final = "job.timed_out"
 JOB_FAILED: Final = "job.failed"
 LOOP_BLOCKED: Final = "loop.blocked"
+LOOP_DIED: Final = "loop.died"
 RESOURCE_ERROR: Final = "resource.error"
+
+#: The names a structlog logger method takes itself (``log.debug(event, **kw)``
+#: is a bound method): a field by one of these names would be a ``TypeError``.
+RESERVED: Final = frozenset({"event", "self"})
 
 logger: Final = structlog.get_logger("bridge")
 
@@ -47,17 +77,140 @@ def tracing() -> bool:
 
 
 def bindings() -> dict[str, Any]:
-    """The ``structlog.contextvars`` bindings of the current context."""
-    return get_contextvars()
+    """The ``structlog.contextvars`` bindings of the current context, safe to log.
+
+    A binding named like one of :data:`RESERVED` is renamed (see the module's
+    docstring). The result is a new dict, the caller's to change.
+    """
+    return safe_fields(get_contextvars())
+
+
+def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """*fields*, or a copy whose :data:`RESERVED` names have an ``_`` appended.
+
+    A renamed field takes the first of ``name_``, ``name__`` ... that *fields*
+    does not use. Returns *fields* itself when no name needs renaming.
+    """
+    if "event" not in fields and "self" not in fields:
+        return fields  # the common case: two lookups
+    renamed: dict[str, Any] = {}
+    for name, value in fields.items():
+        renamed[_free_name(name, fields, renamed) if name in RESERVED else name] = value
+    return renamed
+
+
+def _free_name(name: str, *taken: dict[str, Any]) -> str:
+    new = name + "_"
+    while any(new in names for names in taken):
+        new += "_"
+    return new
+
+
+@final
+class EventLog:
+    """Emits one bridge's events; reports that bridge's first logging error.
+
+    Create one per bridge (in ``Bridge.__init__``) and emit all of the
+    bridge's events through it, from any thread, with :meth:`emit`.
+
+    When logging an event raises (a processor, a renderer, the logger), the
+    event is dropped and the error goes to :data:`sys.unraisablehook`, the
+    first time only (see the module's docstring). :meth:`emit` itself never
+    raises an :class:`Exception` and takes no lock it could wait on (a signal
+    handler may call it).
+    """
+
+    __slots__ = ("_name", "_reported")
+
+    def __init__(self, bridge_name: str) -> None:
+        self._name = bridge_name
+        # Taken once and never released: the first failure to acquire it
+        # reports. acquire(blocking=False) is atomic and never waits.
+        self._reported = threading.Lock()
+
+    def __repr__(self) -> str:
+        reported = "reported an error" if self._reported.locked() else "no error"
+        return f"<EventLog of bridge {self._name!r}: {reported}>"
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """Log *event* at *level* (``"debug"``, ``"warning"``...) with *fields*.
+
+        Callers put the job's submit-time bindings (:func:`bindings`) into
+        *fields* themselves: ``capture_logs()`` drops ``merge_contextvars``.
+        A field named like one of :data:`RESERVED` is renamed, never refused.
+        """
+        try:
+            getattr(logger, level)(event, **safe_fields(fields))
+        except Exception as exc:  # noqa: BLE001 - reported below, never raised
+            if self._reported.acquire(blocking=False):
+                LoggingFailure(self._name, event, exc).report()
 
 
 def emit(level: str, event: str, fields: dict[str, Any]) -> None:
-    """Log *event* at *level*; a failing processor never breaks the bridge.
+    """Log *event* outside any bridge's :class:`EventLog` (process-wide report).
 
-    Callers put the job's submit-time ``structlog.contextvars`` bindings into
-    *fields* themselves: ``capture_logs()`` drops ``merge_contextvars``.
+    For code that has no bridge at hand; its first logging error in the
+    process is reported, as :meth:`EventLog.emit` does per bridge.
     """
-    try:
-        getattr(logger, level)(event, **fields)
-    except Exception:  # noqa: BLE001 - a logging failure must not lose a job
-        pass
+    _PROCESS_LOG.emit(level, event, fields)
+
+
+_PROCESS_LOG: Final = EventLog("(no bridge)")
+
+
+@final
+class LoggingFailure:
+    """What ``sys.unraisablehook`` receives as ``object`` for a lost event.
+
+    Its ``repr()`` is what the default hook prints after "Exception ignored
+    in:"; the hook's ``exc_value`` is the processor's own exception, with the
+    processor's frames in its traceback.
+    """
+
+    __slots__ = ("_error", "bridge", "event")
+
+    def __init__(self, bridge: str, event: str, error: BaseException) -> None:
+        #: The name of the bridge whose event was lost.
+        self.bridge: Final = bridge
+        #: The event that was lost (``"job.failed"``...).
+        self.event: Final = event
+        self._error: BaseException | None = error
+
+    def __repr__(self) -> str:
+        return (
+            f"<bridge {self.bridge!r} logging {self.event!r}: a structlog processor raised, "
+            f"the event was dropped; later logging errors of this bridge are not reported>"
+        )
+
+    def report(self) -> None:
+        """Pass the error to ``sys.unraisablehook``, once, on this thread.
+
+        The interpreter's own path for an error nobody can catch does it: an
+        exception raised by a weak reference's callback "is handled in exactly
+        the same way as exceptions raised from an object's ``__del__()``"
+        (the :mod:`weakref` documentation), so the hook gets a genuine
+        ``UnraisableHookArgs`` (``sys.__unraisablehook__`` takes nothing else)
+        and a hook that raises is handled by the interpreter as well. CPython
+        calls the callback as soon as the referent is dropped, here and now.
+        """
+        referent = _Referent()
+        ref = weakref.ref(referent, self)  # the hook's "object" is this instance
+        del referent  # the callback runs: the hook sees the error
+        del ref
+
+    def __call__(self, _: object) -> None:
+        """The weak reference's callback: raise the error (a second call does nothing)."""
+        error, self._error = self._error, None
+        if error is None:
+            return
+        try:
+            raise error
+        finally:
+            del error  # no frame -> exception -> traceback -> frame cycle
+
+
+@final
+class _Referent:
+    """Something to hold a weak reference to, and drop."""
+
+    __slots__ = ("__weakref__",)

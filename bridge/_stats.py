@@ -53,8 +53,20 @@ class ShutdownReport:
     resources_closed: int = 0
     #: ``(repr of the resource, exception)`` for each resource whose exit raised.
     resource_errors: tuple[tuple[str, BaseException], ...] = ()
+    #: Names of the bridge's own threads (loop thread, worker threads,
+    #: watchdog) still alive when shutdown returned, not counting the thread
+    #: that called it.
+    threads_left: tuple[str, ...] = ()
+    #: ``True`` only for the placeholder a signal handler gets when the
+    #: shutdown had to go on in another thread (see :meth:`Bridge.shutdown`):
+    #: the counts above are then empty; call ``shutdown()`` again for them.
+    deferred: bool = False
 
     @property
     def clean(self) -> bool:
-        """Whether every job ended by itself and every resource closed cleanly."""
-        return not (self.cancelled or self.stuck or self.resource_errors)
+        """Whether every job ended by itself, every resource closed cleanly and
+        every thread of the bridge stopped."""
+        return (
+            not (self.cancelled or self.stuck or self.resource_errors or self.threads_left)
+            and not self.deferred
+        )

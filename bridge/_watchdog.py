@@ -31,22 +31,32 @@ class Watchdog:
         threshold: float,
         describe_task: Callable[[asyncio.Task[Any] | None], dict[str, Any]],
         name: str,
+        events: _log.EventLog,
     ) -> None:
         self._loop = loop
         self._loop_ident = loop_ident
         self._threshold = threshold
         self._describe_task = describe_task
+        self._events = events
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
         #: How many times the loop was found blocked.
         self.blocks = 0
 
+    @property
+    def thread(self) -> threading.Thread:
+        """The watchdog's thread."""
+        return self._thread
+
     def start(self) -> None:
+        """Start watching. Any thread."""
         self._thread.start()
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, deadline: float) -> None:
+        """Stop watching; wait for the thread until *deadline* (monotonic). Any thread."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def _watch(self) -> None:
         interval = self._threshold / 2
@@ -73,4 +83,4 @@ class Watchdog:
         fields["blocked_ms"] = round(blocked_for * 1000.0, 1)
         fields["threshold_ms"] = round(self._threshold * 1000.0, 1)
         fields["stack"] = stack
-        _log.emit("warning", _log.LOOP_BLOCKED, fields)
+        self._events.emit("warning", _log.LOOP_BLOCKED, fields)

@@ -9,34 +9,60 @@ Fixtures:
         teardown; configured with ``@pytest.mark.bridge(**kwargs)``. The test
         fails at teardown if jobs were left unfinished (unless
         ``allow_leftover_jobs=True``) or a job failed and nobody retrieved its
-        exception.
+        failure (below).
     ``bridge_events``: the structlog events the bridge emitted during the test,
         a list of dicts captured thread-safely.
 
+Failed jobs. A failure is retrieved, as asyncio has it, by ``job.result()``,
+``job.exception()`` or ``await job``, and so by what calls them:
+``asyncio.wrap_future(job)`` (its callback calls ``exception()``), and
+``concurrent.futures.wait()`` or ``as_completed()`` followed by ``result()``.
+A done callback alone does not retrieve it: ``job.add_done_callback(lambda _:
+done.set())`` only learns that the job ended. Every job of the
+``bridge_instance`` bridge that failed and whose failure was not retrieved by
+the end of the test fails the test, named with its exception.
+
 Leak checks, for every test that uses ``bridge_instance`` and, in strict mode,
-every test: a coroutine never awaited, a thread started during the test and
-alive after its teardown, an asyncio task destroyed while pending.
+every test: a coroutine never awaited, an asyncio task destroyed while pending,
+and a thread the test left running. Threads count whoever started them:
+``threading``, ``_thread.start_new_thread()`` or native code (shown as
+``Dummy-N``, or not at all, by ``threading.enumerate()``). A thread running
+after the test's teardown, once the test's threads have had about a second in
+all to end, fails the test unless it was running when the test started, or it
+outlives the test by design:
+
+- it is the default bridge's (its loop thread, worker threads, watchdog),
+  which lives until the interpreter exits;
+- it is a wider-scoped fixture's (class, module, package or session scope)
+  while the fixture is set up: started during the fixture's setup, or held by
+  the fixture's value, a ``threading.Thread`` among its attributes and
+  containers (the workers a pool starts lazily during a test) or a thread of a
+  :class:`~bridge.Bridge` there. A bridge names its threads itself; names are
+  never matched. Such a thread is attributed to the fixture, not to the test:
+  it must have ended after the fixture's teardown, or the test whose teardown
+  ended the fixture fails, naming the fixture. (A thread that threading did
+  not start has no object to be held by: it is the fixture's only if it
+  started during the fixture's setup.)
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Generator, Iterator
-from typing import Any, Final
+from typing import Any, Final, final
 
 import pytest
 
-from ._bridge import Bridge
+from . import Bridge, BridgeState, JobInfo
 from ._events import EventCapture
-from ._job import JobInfo
-from ._leaks import LeakWatch
+from ._leaks import LeakWatch, Threads, default_bridge_threads, threads_held_by
 
 __all__ = [
     "bridge_events",
     "bridge_instance",
     "pytest_addoption",
     "pytest_configure",
+    "pytest_fixture_post_finalizer",
     "pytest_fixture_setup",
     "pytest_runtest_call",
     "pytest_runtest_setup",
@@ -52,6 +78,17 @@ _strict_key: Final = pytest.StashKey[bool]()
 _watch_key: Final = pytest.StashKey[LeakWatch]()
 _current_key: Final = pytest.StashKey[LeakWatch | None]()
 _flush_key: Final = pytest.StashKey[bool]()
+_fixtures_key: Final = pytest.StashKey["dict[pytest.FixtureDef[Any], _WiderFixture]"]()
+
+#: What a fixture's value is not searched through for threads: pytest's own
+#: objects lead to every test's fixtures.
+_PYTEST_OBJECTS: Final = (
+    pytest.Config,
+    pytest.Item,
+    pytest.Collector,
+    pytest.FixtureRequest,
+    pytest.PytestPluginManager,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
     strict = bool(config.getoption("bridge_strict")) or bool(config.getini("bridge_strict"))
     config.stash[_strict_key] = strict
     config.stash[_current_key] = None
+    config.stash[_fixtures_key] = {}
 
 
 # -- the leak watch around each test ----------------------------------------------------
@@ -121,25 +159,64 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, object, object]:
-    """Order the watch's flush; excuse threads of fixtures that outlive the test."""
-    watch = request.config.stash.get(_current_key, None)
-    if watch is None:
-        return (yield)
+    """Order the watch's flush; note the threads of fixtures that outlive the test."""
     if fixturedef.scope == "function":
-        _flush_after_fixtures(request.node, watch)
+        watch = request.config.stash.get(_current_key, None)
+        if watch is not None:
+            _flush_after_fixtures(request.node, watch)
         return (yield)
-    before = set(threading.enumerate())
-    try:
-        return (yield)
-    finally:
-        watch.excuse(set(threading.enumerate()) - before)
+    before = Threads.running()
+    value = yield
+    fixture = _WiderFixture(fixturedef, value, before, Threads.running() - before)
+    request.config.stash[_fixtures_key][fixturedef] = fixture
+    return value
+
+
+def pytest_fixture_post_finalizer(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    """Have a wider-scoped fixture's threads checked once its teardown is over."""
+    fixture = request.config.stash[_fixtures_key].pop(fixturedef, None)
+    watch = request.config.stash.get(_current_key, None)
+    if fixture is not None and watch is not None:
+        threads = fixture.threads() - fixture.before - _outliving(request.config)
+        watch.expect_ended(threads, fixture.name)
+
+
+@final
+class _WiderFixture:
+    """A fixture of wider scope than a test's, while it is set up: its threads."""
+
+    __slots__ = ("_threads", "before", "name", "value")
+
+    def __init__(
+        self, fixturedef: pytest.FixtureDef[Any], value: object, before: Threads, started: Threads
+    ) -> None:
+        self.name = f"the {fixturedef.scope}-scoped fixture {fixturedef.argname!r}"
+        self.value = value
+        self.before = before  # running before its setup: not its, even if its value holds them
+        self._threads = started
+
+    def threads(self) -> Threads:
+        """Its threads so far: those started in its setup, and those its value holds."""
+        self._threads |= threads_held_by(self.value, opaque=_PYTEST_OBJECTS) - self.before
+        return self._threads
+
+
+def _outliving(config: pytest.Config) -> Threads:
+    """The threads meant to outlive the current test."""
+    threads = default_bridge_threads()
+    for fixture in config.stash[_fixtures_key].values():
+        threads |= fixture.threads()
+    return threads
 
 
 def _watch(item: pytest.Item) -> LeakWatch:
     """The item's watch, started now if it is not running yet."""
     watch = item.stash.get(_watch_key, None)
     if watch is None:
-        watch = LeakWatch()
+        config = item.config
+        watch = LeakWatch(lambda: _outliving(config))
         watch.start()
         item.stash[_watch_key] = watch
         item.config.stash[_current_key] = watch
@@ -250,8 +327,7 @@ def _marker_kwargs(request: pytest.FixtureRequest) -> tuple[dict[str, Any], bool
 
 def _shutdown_problems(bridge: Bridge, allow_leftover: bool) -> list[str]:
     """Shut *bridge* down; describe the jobs it should not have had to deal with."""
-    # A test that shut the bridge down itself owns that shutdown's report.
-    shut_by_test = bridge._lifecycle.name != "RUNNING"
+    shut_by_test = _shut_down_by_test(bridge)
     at_teardown = {info.id: info for info in bridge.jobs()}
     report = bridge.shutdown(timeout=0.0 if allow_leftover else DRAIN_TIMEOUT)
     now = time.time()
@@ -263,12 +339,18 @@ def _shutdown_problems(bridge: Bridge, allow_leftover: bool) -> list[str]:
                 problems.append(_leftover_message(bridge, what, len(infos), lines))
     failures = bridge._unretrieved_failures()
     if failures:
-        lines = [_describe_job(job.info(), now) + f": {job.exception()!r}" for job in failures]
+        lines = [_describe_job(f.info(), now) + f": {f.exception()!r}" for f in failures]
         problems.append(
             f"bridge {bridge.name!r}: {len(failures)} job(s) failed and nobody retrieved "
-            f"the exception (call result() or exception(), or await the job):\n" + "\n".join(lines)
+            f"the exception (call result() or exception(), or await the job; a done "
+            f"callback that does neither does not count):\n" + "\n".join(lines)
         )
     return problems
+
+
+def _shut_down_by_test(bridge: Bridge) -> bool:
+    """Whether the test shut *bridge* down itself: it owns that shutdown's report."""
+    return bridge.state in (BridgeState.CLOSING, BridgeState.CLOSED)
 
 
 def _leftover_message(bridge: Bridge, what: str, count: int, lines: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 import threading
 import warnings
@@ -12,10 +13,19 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from bridge import Bridge
 
 pytest_plugins = ["pytester"]
+
+# Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE:
+# "ci" (CI and `make test`: a fixed set of examples), "long" (`make test-long`),
+# "dev" (the default: the same budget as ci, fresh examples each run).
+settings.register_profile("ci", derandomize=True, max_examples=200)
+settings.register_profile("long", max_examples=5_000)
+settings.register_profile("dev", max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(autouse=True)

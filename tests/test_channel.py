@@ -150,6 +150,50 @@ def test_channel_created_inside_a_job(bridge: Bridge) -> None:
     assert bridge.call(make) == 4
 
 
+async def _noop() -> None:
+    return None
+
+
+def test_a_put_before_any_async_use_and_a_later_one_both_reach_a_coroutine(
+    bridge: Bridge,
+) -> None:
+    """The queue binds its loop lazily: a thread's put before that must not be lost,
+    and the coroutine that waits afterwards must be woken by the next put."""
+    ch = bridge.channel()
+    ch.sync_q.put("early")  # the queue has seen no loop yet
+    waiting = threading.Event()
+
+    async def consume() -> list[str]:
+        early = await ch.async_q.get()
+        waiting.set()
+        return [early, await ch.async_q.get()]
+
+    job = bridge.submit(consume)
+    assert waiting.wait(10)
+    bridge.call(_noop)  # the step that set `waiting` went on to wait in get()
+    ch.sync_q.put("late")
+    assert job.result(timeout=10) == ["early", "late"]
+
+
+def test_a_thread_get_wakes_a_coroutine_blocked_in_put_on_a_full_channel(bridge: Bridge) -> None:
+    ch = bridge.channel(maxsize=1)
+    ch.sync_q.put("first")  # full before any async use
+    waiting = threading.Event()
+
+    async def produce() -> str:
+        waiting.set()
+        await ch.async_q.put("second")
+        return "put"
+
+    job = bridge.submit(produce)
+    assert waiting.wait(10)
+    bridge.call(_noop)  # the producer waits for room
+    assert not job.done()
+    assert ch.sync_q.get(timeout=10) == "first"
+    assert job.result(timeout=10) == "put"
+    assert ch.sync_q.get(timeout=10) == "second"
+
+
 @pytest.mark.parametrize(
     ("maxsize", "error"), [(-1, ValueError), (1.5, TypeError), (True, TypeError)]
 )

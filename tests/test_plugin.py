@@ -127,64 +127,6 @@ def test_other_unraisable_exceptions_are_left_to_pytest_and_the_right_test(
         )
 
 
-# -- threads -------------------------------------------------------------------------------
-
-THREADS = """
-import _thread
-import threading
-import pytest
-
-forever = threading.Event()
-
-def wait_for_the_hangup():
-    forever.wait()
-
-@pytest.fixture(scope="session")
-def session_worker():
-    thread = threading.Thread(target=forever.wait, name="session-worker", daemon=True)
-    thread.start()
-    return thread
-
-def test_thread_left_running():
-    threading.Thread(target=wait_for_the_hangup, name="call-timer-42", daemon=True).start()
-
-def test_thread_ending_by_itself():
-    go = threading.Event()
-    threading.Thread(target=go.wait, name="quick").start()
-    go.set()  # it ends soon, not joined by the test: the grace covers it
-
-def test_dummy_thread_is_ignored():
-    seen = threading.Event()
-    def callback():
-        threading.current_thread()  # a _DummyThread, like a C library's callback thread
-        seen.set()
-        forever.wait()
-    _thread.start_new_thread(callback, ())
-    assert seen.wait(10)
-
-def test_session_fixture_thread_is_not_the_tests(session_worker):
-    assert session_worker.is_alive()
-"""
-
-
-@pytest.mark.usefixtures("warnings_mode")
-def test_a_thread_left_alive_fails_the_test_and_is_named(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_threads=THREADS)
-
-    result = run(pytester, "--bridge-strict")
-
-    result.assert_outcomes(passed=4, errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*ERROR at teardown of test_thread_left_running*",
-            "- daemon thread 'call-timer-42' (ident *) was started during the test and is "
-            "still alive after its teardown; its stack:",
-            "*in wait_for_the_hangup",
-            "*forever.wait()",
-        ]
-    )
-
-
 # -- asyncio tasks -------------------------------------------------------------------------
 
 TASKS = """

@@ -313,13 +313,3 @@ def test_unconfigured_structlog_sees_warnings_but_no_job_lines(
     for event in JOB_EVENTS:
         assert event not in out
     assert not structlog.is_configured()  # the bridge configured nothing
-
-
-def test_failing_log_processor_does_not_break_the_bridge(bridge: Bridge) -> None:
-    def broken(_: object, __: str, event_dict: Any) -> Any:
-        raise RuntimeError("a broken processor")
-
-    structlog.configure(processors=[broken])
-    assert bridge.call(value, 5) == 5
-    with pytest.raises(JobTimeout):
-        bridge.call(forever, timeout=0.01)
