@@ -18,7 +18,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from . import _log
 from ._arguments import (
@@ -34,6 +34,7 @@ from ._intake import Intake
 from ._job import FailureRecord, Job, JobInfo
 from ._lanes import Lane
 from ._loop import LoopThread
+from ._operations import BridgeOperations
 from ._registry import BridgeState, Registry
 from ._resources import ResourceStack
 from ._scheduler import Scheduler
@@ -43,6 +44,9 @@ from ._tools import BridgeTools
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 from ._watchdog import Watchdog
 from ._workers import WorkerPool
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["Bridge", "OnConflict", "WhenFull"]
 
@@ -56,7 +60,7 @@ WhenFull = Literal["block", "reject"]
 _WHEN_FULL: Final = frozenset({"block", "reject"})
 
 
-class Bridge(BridgeTools):
+class Bridge(BridgeTools, BridgeOperations):
     """One background event-loop thread that runs coroutines for any thread.
 
     Every coroutine it runs is a :class:`Job`, accounted for from ``submit()``
@@ -82,6 +86,8 @@ class Bridge(BridgeTools):
             ``None`` (the default) disables the watchdog.
         use_uvloop: run the loop on uvloop when it is installed (the ``uvloop``
             extra); plain asyncio otherwise.
+        history: keep snapshots of the last *history* finished jobs
+            (:meth:`history`); 0, the default, keeps none and costs nothing.
 
     Use it as a context manager, or call :meth:`start` (``submit()`` does it
     for you) and :meth:`shutdown`.
@@ -105,6 +111,7 @@ class Bridge(BridgeTools):
         thread_initializer: Callable[[], object] | None = None,
         loop_block_warning: float | None = None,
         use_uvloop: bool = False,
+        history: int = 0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, not {name!r}")
@@ -123,7 +130,9 @@ class Bridge(BridgeTools):
         if self._block_warning == 0:
             raise ValueError("loop_block_warning must be > 0 seconds, or None to disable it")
         self._use_uvloop: Final = bool(use_uvloop)
-        self._wire(lanes, max_pending, thread_workers, thread_initializer)
+        if history != 0:
+            check_count("history", history, allow_none=False)
+        self._wire(lanes, max_pending, thread_workers, thread_initializer, history)
 
     def _wire(
         self,
@@ -131,10 +140,11 @@ class Bridge(BridgeTools):
         max_pending: int | None,
         thread_workers: int,
         thread_initializer: Callable[[], object] | None,
+        history: int,
     ) -> None:
         """Build the layers (nothing runs until :meth:`start`)."""
         self._events = _log.EventLog(self._name)
-        self._registry = Registry(self._name, max_pending)
+        self._registry = Registry(self._name, max_pending, history)
         self._scheduler = Scheduler(self._name, self._registry, lanes, self._events)
         self._resources = ResourceStack(self._events.emit)
         self._channels = ChannelSet()
@@ -155,6 +165,7 @@ class Bridge(BridgeTools):
             self._resources,
             self._workers,
             self._channels.close_all,
+            self._events,
         )
 
     # -- identity ------------------------------------------------------------

@@ -138,15 +138,19 @@ class Intake:
         self, job: Job[Any], on_conflict: str, block_timeout: float | None
     ) -> Job[Any] | None:
         """Account for *job* and hand it to the loop; or return the job to join."""
-        traced = _log.tracing()
+        observers = self._scheduler.observers
+        told = _log.tracing() or bool(observers.all)
         joined, replaced, wake = self._registry.admit(
-            job, on_conflict, block_timeout, self._no_wait_reason, hand_over=not traced
+            job, on_conflict, block_timeout, self._no_wait_reason, hand_over=not told
         )
         if joined is not None:
             return joined
-        if traced:
-            # Logged before the loop can see the job: job.started never precedes it.
-            self._events.emit("debug", _log.JOB_SUBMITTED, self._scheduler.fields(job))
+        if told:
+            # Before the loop can see the job: its start never precedes its submission.
+            if _log.tracing():
+                self._events.emit("debug", _log.JOB_SUBMITTED, self._scheduler.fields(job))
+            if observers.all:
+                observers.submitted(job)
             wake = self._registry.hand_over(job)
         if replaced is not None:
             self._scheduler.cancel_soon(replaced)

@@ -27,6 +27,7 @@ __all__ = [
     "JobInfo",
     "JobOwner",
     "JobState",
+    "one_line",
 ]
 
 T = TypeVar("T")
@@ -98,6 +99,14 @@ class JobInfo:
     started_at: float | None
     #: When its deadline expires, or ``None`` if it has none.
     deadline: float | None
+    #: When it finished, or ``None`` while it has not.
+    finished_at: float | None = None
+    #: How it ended: ``"succeeded"``, ``"failed"``, ``"cancelled"``,
+    #: ``"timed_out"``; ``None`` while unfinished.
+    outcome: str | None = None
+    #: The exception it ended with, as ``"Type: message"`` on one line (never
+    #: the traceback, never the arguments); ``None`` if it ended without one.
+    error: str | None = None
 
 
 class JobOwner(Protocol):
@@ -191,6 +200,7 @@ class Job(SlimFuture[T], Generic[T]):
         "_deadline_at",
         "_error",
         "_failure",
+        "_finished_at",
         "_fn",
         "_holds_room",
         "_job_state",
@@ -249,6 +259,7 @@ class Job(SlimFuture[T], Generic[T]):
         self._lane = 0  # scheduler: 0 no lane place, 1 queued in its lane, 2 has a place
         self._started_at: float | None = None
         self._started_mono = 0.0
+        self._finished_at: float | None = None  # set by the registry
         self._task: asyncio.Task[None] | None = None
         self._observed = observed  # somebody waits for the outcome
         self._error: BaseException | None = None
@@ -267,15 +278,21 @@ class Job(SlimFuture[T], Generic[T]):
         deadline = None
         if self._deadline_at is not None:
             deadline = self._submitted_at + (self._deadline_at - self._submitted_mono)
+        state = self._job_state
+        finished = state in FINAL_STATES
+        error = self._error if finished else None
         return JobInfo(
             id=self.id,
             key=self.key,
             kind=self.kind,
-            state=self._job_state,
+            state=state,
             thread=self._thread_name,
             submitted_at=self._submitted_at,
             started_at=self._started_at,
             deadline=deadline,
+            finished_at=self._finished_at if finished else None,
+            outcome=state.value if finished else None,
+            error=None if error is None else one_line(error),
         )
 
     def __repr__(self) -> str:
@@ -400,6 +417,13 @@ class Job(SlimFuture[T], Generic[T]):
             # The builtin TimeoutError on every Python (on 3.10, the one of
             # concurrent.futures is another class).
             raise TimeoutError(f"{self!r} did not finish within {timeout} s; it keeps running")
+
+
+def one_line(error: BaseException) -> str:
+    """``"Type: first line of the message"`` (just ``"Type"`` without one)."""
+    lines = str(error).splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _waker(

@@ -38,6 +38,7 @@ import structlog
 from structlog.contextvars import get_contextvars
 
 __all__ = [
+    "CLOSER_ERROR",
     "JOB_FAILED",
     "JOB_FINISHED",
     "JOB_STARTED",
@@ -45,6 +46,7 @@ __all__ = [
     "JOB_TIMED_OUT",
     "LOOP_BLOCKED",
     "LOOP_DIED",
+    "OBSERVER_ERROR",
     "RESERVED",
     "RESOURCE_ERROR",
     "EventLog",
@@ -62,6 +64,8 @@ JOB_TIMED_OUT: Final = "job.timed_out"
 JOB_FAILED: Final = "job.failed"
 LOOP_BLOCKED: Final = "loop.blocked"
 LOOP_DIED: Final = "loop.died"
+OBSERVER_ERROR: Final = "observer.error"
+CLOSER_ERROR: Final = "closer.error"
 RESOURCE_ERROR: Final = "resource.error"
 
 #: The names a structlog logger method takes itself (``log.debug(event, **kw)``

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, KeysView
 from typing import Any, Final
 
 from ._exceptions import BridgeClosed, DuplicateJob, Overloaded
-from ._job import FINAL_STATES, CancelReason, FailureRecord, Job, JobState
+from ._job import FINAL_STATES, CancelReason, FailureRecord, Job, JobInfo, JobState
 from ._stats import BridgeStats
 
 __all__ = ["BridgeState", "Registry"]
@@ -83,8 +83,11 @@ class Registry:
 
     __slots__ = (
         "_active",
+        "_closed_refusals",
         "_counts",
+        "_duplicates",
         "_failures",
+        "_history",
         "_incoming",
         "_keys",
         "_lock",
@@ -100,7 +103,7 @@ class Registry:
         "state",
     )
 
-    def __init__(self, name: str, max_pending: int | None) -> None:
+    def __init__(self, name: str, max_pending: int | None, history: int = 0) -> None:
         self._name = name
         self._max_pending = max_pending
         self._lock = threading.RLock()  # guards every field below
@@ -118,6 +121,10 @@ class Registry:
         self._submitted = 0
         self._rejected = 0
         self._overloaded = 0
+        self._duplicates = 0
+        self._closed_refusals = 0
+        # Snapshots of the latest finished jobs (Bridge(history=N)); None: off.
+        self._history: deque[JobInfo] | None = deque(maxlen=history) if history else None
         # Held strongly so that a dropped job still counts; bounded so that a
         # long-running process does not grow.
         self._failures: deque[FailureRecord] = deque(maxlen=FAILURES_KEPT)
@@ -272,6 +279,8 @@ class Registry:
             if previous in FINAL_STATES:
                 return None
             job._job_state = state
+            job._finished_at = time.time()
+            job._error = error
             del self._active[job.id]
             key = job.key
             if key is not None and self._keys.get(key) is job:
@@ -282,6 +291,8 @@ class Registry:
             if state is _FAILED:
                 job._failure = FailureRecord(job.info(), error)
                 self._failures.append(job._failure)
+            if self._history is not None:  # before anyone sees the outcome
+                self._history.append(job.info())
             return previous
 
     # -- snapshots -------------------------------------------------------------------
@@ -324,7 +335,35 @@ class Registry:
                 pending_by_kind=_count_by_kind(jobs, _PENDING),
                 running_by_kind=_count_by_kind(jobs, _RUNNING),
                 overloaded=self._overloaded,
+                duplicate=self._duplicates,
+                closed=self._closed_refusals,
             )
+
+    def history(self, kind: str | None = None) -> list[JobInfo]:
+        """The latest finished jobs kept (of *kind*), newest first."""
+        with self._lock:
+            infos = [] if self._history is None else list(self._history)
+        infos.reverse()
+        if kind is None:
+            return infos
+        return [info for info in infos if info.kind == kind]
+
+    def keep_history(self, size: int) -> None:
+        """Keep the latest *size* finished jobs from now on (0: none)."""
+        with self._lock:
+            kept = [] if self._history is None else list(self._history)
+            self._history = deque(kept, maxlen=size) if size else None
+
+    @property
+    def history_size(self) -> int:
+        """How many finished jobs the history keeps (0: off)."""
+        history = self._history
+        return 0 if history is None or history.maxlen is None else history.maxlen
+
+    def room(self) -> tuple[int | None, int]:
+        """``(max_pending, jobs holding room)``: the room left is their difference."""
+        with self._lock:
+            return self._max_pending, self._room_used
 
     def unretrieved_failures(self) -> list[FailureRecord]:
         """The latest failures (those kept) that nobody retrieved."""
@@ -337,6 +376,7 @@ class Registry:
     def _check_accepting(self) -> None:
         if self.state is not BridgeState.RUNNING:
             self._rejected += 1
+            self._closed_refusals += 1
             raise BridgeClosed(f"bridge {self._name!r} {self.state.value}: it accepts no new jobs")
 
     def _closed_error(self) -> BridgeClosed:
@@ -349,6 +389,7 @@ class Registry:
         holder = self._keys.get(key)
         if holder is not None and on_conflict == "reject":
             self._rejected += 1
+            self._duplicates += 1
             raise DuplicateJob(f"key {key!r} is already used by {holder!r}")
         return holder
 

@@ -27,6 +27,7 @@ from ._deadlines import Deadlines
 from ._exceptions import BridgeError, JobCancelled, JobTimeout, WrongThread
 from ._job import CancelReason, FailureWatch, Job, JobState
 from ._lanes import Lane
+from ._observers import Observers
 from ._registry import Registry
 
 __all__ = ["Scheduler", "describe"]
@@ -64,6 +65,8 @@ class Scheduler:
         self._registry = registry
         self._lanes = lanes
         self._log = log
+        #: Who follows every job (metrics, spans); see ``_observers.py``.
+        self.observers = Observers(log)
         #: The loop, once :meth:`attach` ran; read by the facade.
         self.loop: asyncio.AbstractEventLoop | None = None
         #: The loop thread's ident (compared by every blocking call).
@@ -157,8 +160,9 @@ class Scheduler:
         self._release(job, previous)
         try:
             self._trace_finished(job, state, error)
+            if self.observers.all:
+                self.observers.finished(job)
         finally:
-            job._error = error
             job._settle(value, error)
         return True
 
@@ -239,6 +243,8 @@ class Scheduler:
             return None
         job._started_mono = time.monotonic()
         job._started_at = time.time()
+        if self.observers.all:
+            self.observers.started(job)
         if _log.tracing():
             queue_ms = (job._started_mono - job._submitted_mono) * 1000.0
             self._log.emit("debug", _log.JOB_STARTED, self.fields(job, queue_ms=queue_ms))
@@ -308,6 +314,11 @@ class Scheduler:
                 f"the event loop of bridge {self._name!r} {reason}; {describe(job)} was abandoned"
             )
             self.finish(job, _FAILED, error=error, forced=True)
+
+    def lane_counts(self) -> dict[str, tuple[int, int, int]]:
+        """``{kind: (limit, running, waiting)}`` for every lane. Any thread (a snapshot)."""
+        lanes = self._lanes.items()
+        return {kind: (lane.limit, lane.running, len(lane.waiting)) for kind, lane in lanes}
 
     def forget_lanes(self) -> None:
         """Drop every job still queued in a lane (the loop has stopped)."""

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from . import _log
 from ._exceptions import JobCancelled
 from ._job import Job, JobInfo, JobState
 from ._loop import LoopThread, cancel_leftover_tasks
@@ -70,8 +71,10 @@ class Shutdown:
         resources: ResourceStack,
         workers: WorkerPool,
         close_channels: Callable[[], object],
+        events: _log.EventLog,
     ) -> None:
         self._name = name
+        self._events = events
         self._registry = registry
         self._scheduler = scheduler
         self._resources = resources
@@ -87,6 +90,9 @@ class Shutdown:
         self._deferred: threading.Thread | None = None
         self._finished = 0
         self._cancelled: list[JobInfo] = []
+        self._closers_lock = threading.Lock()  # guards the two fields below
+        self._closers: list[Callable[[], object]] = []
+        self._closers_ran = False
 
     # -- the public procedure --------------------------------------------------------
 
@@ -106,6 +112,14 @@ class Shutdown:
             self._report = report
         self._registry.mark_closed()
         return report
+
+    def add_closer(self, closer: Callable[[], object]) -> None:
+        """Call *closer()* when shutdown begins (at once if it has). Any thread."""
+        with self._closers_lock:  # the list, or the fact that it has been run
+            if not self._closers_ran:
+                self._closers.append(closer)
+                return
+        self._call_closer(closer)
 
     def owned_threads(self) -> list[threading.Thread]:
         """The threads the bridge started and may still run. Any thread."""
@@ -136,6 +150,7 @@ class Shutdown:
         if self._registry.begin_close() is BridgeState.NEW:
             return ShutdownReport(0, (), (), 0.0)
         self._close_channels()
+        self._run_closers()
         stuck = self._end_jobs(timeout)
         self._stop_threads()
         return ShutdownReport(
@@ -147,6 +162,21 @@ class Shutdown:
             resource_errors=self._resource_errors(),
             threads_left=self._threads_left(),
         )
+
+    def _run_closers(self) -> None:
+        """Close what was attached to the bridge (an operations server, metrics)."""
+        with self._closers_lock:  # take them all; later ones run at once
+            closers, self._closers = self._closers, []
+            self._closers_ran = True
+        for closer in closers:
+            self._call_closer(closer)
+
+    def _call_closer(self, closer: Callable[[], object]) -> None:
+        try:
+            closer()
+        except Exception as exc:  # noqa: BLE001 - one closer never stops the shutdown
+            fields = {"closer": repr(closer), "exc_info": exc}
+            self._events.emit("error", _log.CLOSER_ERROR, fields)
 
     def _end_jobs(self, timeout: float | None) -> tuple[JobInfo, ...]:
         """Steps 2 and 3; return the stuck jobs, as they were."""

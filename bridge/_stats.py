@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ._job import JobInfo
 
-__all__ = ["BridgeStats", "ShutdownReport"]
+__all__ = ["BridgeStats", "Capacity", "LaneStats", "ShutdownReport"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,40 @@ class BridgeStats:
     running_by_kind: Mapping[str, int] = field(default_factory=dict)
     #: Submissions refused with :class:`~bridge.Overloaded` (part of ``rejected``).
     overloaded: int = 0
+    #: Submissions refused with :class:`~bridge.DuplicateJob` (part of ``rejected``).
+    duplicate: int = 0
+    #: Submissions refused with :class:`~bridge.BridgeClosed` (part of ``rejected``).
+    closed: int = 0
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    """One kind's lane (``Bridge(limits=...)``), as the operations view shows it."""
+
+    #: At most this many jobs of the kind run at once.
+    limit: int
+    #: How many run now.
+    running: int
+    #: How many wait for a place.
+    waiting: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """How full a bridge is: lanes, room and worker threads (a snapshot)."""
+
+    #: The lanes by kind.
+    lanes: Mapping[str, LaneStats]
+    #: ``Bridge(max_pending=...)``, or ``None`` for no bound.
+    max_pending: int | None
+    #: How many more jobs fit now (``None`` without ``max_pending``).
+    room_left: int | None
+    #: ``Bridge(thread_workers=...)``.
+    workers_max: int
+    #: Worker threads running a task now.
+    workers_busy: int
+    #: Worker threads waiting for a task.
+    workers_idle: int
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,11 @@ class WorkerPool:
         with self._cond:  # a consistent copy of _threads
             return list(self._threads)
 
+    def counts(self) -> tuple[int, int, int]:
+        """``(size, threads, idle)``: the bound, the live threads, those waiting. Any thread."""
+        with self._cond:  # one consistent reading
+            return self._size, len(self._threads), self._idle
+
     def threads_left(self) -> tuple[str, ...]:
         """The names of the live worker threads, the calling thread's excluded."""
         return tuple(thread.name for thread in self._others() if thread.is_alive())
