@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures._base import FINISHED, PENDING
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["FINISHED", "SlimFuture"]
+__all__ = ["FINISHED", "PENDING", "SlimFuture"]
 
 T = TypeVar("T")
 
@@ -48,7 +48,8 @@ class SlimFuture(concurrent.futures.Future[T], Generic[T]):
     )
 
     def __init__(self) -> None:
-        # Future.__init__ without its Condition (see the module docstring).
+        # Future.__init__ without its Condition (see the module docstring);
+        # Job inlines these six assignments: keep the two in step.
         self._state = PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None

@@ -78,6 +78,9 @@ class BridgeState(enum.Enum):
         return f"BridgeState.{self.name}"
 
 
+_ACCEPTING: Final = BridgeState.RUNNING
+
+
 class Registry:
     """The unfinished jobs of one bridge, under one lock. Any thread."""
 
@@ -211,12 +214,13 @@ class Registry:
             waited = taken = False
             try:
                 deadline: float | None = None
-                while True:
-                    self._check_accepting()
-                    holder = self._conflict(job.key, on_conflict)
+                while True:  # the common case (no key, no bound) passes in one round
+                    if self.state is not _ACCEPTING:
+                        self._check_accepting()
+                    holder = None if job.key is None else self._conflict(job.key, on_conflict)
                     if holder is not None and on_conflict == "join":
                         return holder, None, False
-                    if self._has_room(holder):
+                    if self._max_pending is None or self._has_room(holder):
                         break
                     if deadline is None:
                         deadline = self._room_deadline(block_timeout, no_wait)
@@ -225,10 +229,15 @@ class Registry:
                         raise self._overload("; no room came in time")
                     waited = True
                     self._room.wait(None if remaining == float("inf") else remaining)
-                replaced = self._displace(holder) if holder is not None else None
+                replaced = None if holder is None else self._displace(holder)
                 self._account(job)
                 taken = True
-                return None, replaced, hand_over and self._queue(job)
+                if not hand_over:
+                    return None, replaced, False
+                self._incoming.append(job)  # _queue(), inlined: once per job
+                wake = not self._wake_pending
+                self._wake_pending = True
+                return None, replaced, wake
             finally:
                 if waited and not taken and self._has_room(None):
                     self._room.notify()  # pass the wake-up on: room never idles

@@ -79,7 +79,8 @@ class Scheduler:
         self.loop = loop
         self.loop_ident = ident
         self._fork_generation = _fork.generation
-        self._deadlines = Deadlines(loop, self._registry.active_ids, self._expire)
+        self._active_ids = self._registry.active_ids  # a live view, read per deadline
+        self._deadlines = Deadlines(loop, self._active_ids, self._expire)
 
     def detach(self) -> None:
         """The loop thread is ending (called on it, last): it is no longer the loop's."""
@@ -205,7 +206,7 @@ class Scheduler:
                 self._expire_job(job)
                 return
             assert self._deadlines is not None
-            self._deadlines.add(deadline, job.id, len(self._registry.active_ids))
+            self._deadlines.add(deadline, job.id, len(self._active_ids))
         lane = self._lanes.get(job.kind)
         if lane is None or lane.admit(job):
             self._start_task(job, checked=True)
