@@ -88,6 +88,8 @@ class Shutdown:
         self._lock = threading.RLock()
         self._report: ShutdownReport | None = None
         self._deferred: threading.Thread | None = None
+        self._awaited: list[Job[Any]] | None = None  # jobs the procedure still waits for
+        self._cancel_sent = False
         self._finished = 0
         self._cancelled: list[JobInfo] = []
         self._closers_lock = threading.Lock()  # guards the two fields below
@@ -179,13 +181,23 @@ class Shutdown:
             self._events.emit("error", _log.CLOSER_ERROR, fields)
 
     def _end_jobs(self, timeout: float | None) -> tuple[JobInfo, ...]:
-        """Steps 2 and 3; return the stuck jobs, as they were."""
-        finished, pending = _wait(self._registry.unfinished(), timeout)
-        self._finished += len(finished)
-        if pending:
-            self._scheduler.cancel_all_for_shutdown()
-            ended, pending = _wait(pending, CANCEL_GRACE)
-            self._cancelled.extend(job.info() for job in ended)
+        """Steps 2 and 3; return the stuck jobs, as they were.
+
+        Resumable: what is known is kept between runs (the jobs still awaited,
+        whether they were cancelled), so a run interrupted in a wait counts
+        every job once, and as it ended, when the next run repeats that wait.
+        """
+        if self._awaited is None:  # the first run: every job this shutdown answers for
+            self._awaited = self._registry.unfinished()
+        if not self._cancel_sent:
+            finished, self._awaited = _wait(self._awaited, timeout)
+            self._finished += len(finished)
+            if self._awaited:
+                self._cancel_sent = True
+                self._scheduler.cancel_all_for_shutdown()
+        ended, pending = _wait(self._awaited, CANCEL_GRACE)
+        self._cancelled.extend(job.info() for job in ended)
+        self._awaited = []
         stuck = tuple(sorted((job.info() for job in pending), key=_by_id))
         for job in pending:
             self._scheduler.finish(job, JobState.CANCELLED, error=_stuck_error(job))

@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bridge
+
+#: The directory that holds the ``bridge`` package the tests import.
+PACKAGE_ROOT = str(Path(bridge.__file__).resolve().parent.parent)
 
 
 class Watched:
@@ -23,3 +37,34 @@ class Watched:
             raise
         finally:
             self.unwound.set()
+
+
+def run_script(script: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run *script* in a fresh interpreter with *args*; return its ``RESULT`` JSON.
+
+    The script dumps every thread's stack and exits 5 s before *timeout*, so a
+    hang fails the test with the stacks that show where it hangs; the timeout
+    itself is the last resort.
+    """
+    dump = f"import faulthandler; faulthandler.dump_traceback_later({timeout - 5}, exit=True)\n"
+    path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", dump + textwrap.dedent(script), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+    except subprocess.TimeoutExpired as exc:
+        hung: subprocess.TimeoutExpired | None = exc
+    else:
+        hung = None
+    if hung is not None:
+        pytest.fail(f"the subprocess hung for {timeout} s\nstdout: {hung.stdout!r}")
+    assert done.returncode == 0, f"the subprocess failed ('Timeout': it hung)\n{done.stderr}"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no RESULT line\nstdout: {done.stdout}\nstderr: {done.stderr}"
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
