@@ -19,7 +19,7 @@ import contextvars
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
 from . import _fork, _log
@@ -221,14 +221,20 @@ class Scheduler:
             task.add_done_callback(lambda t: self._task_done(job, t))
 
     async def _run(self, job: Job[Any]) -> None:
-        """The task body of every job: start it, run it, record how it ended."""
+        """The task body of every job: start it, run it, record how it ended.
+
+        The job leaves this frame's locals before it returns: a failure's
+        frames keep this frame alive (``f_back``), and through it the job.
+        """
         try:
-            awaitable = self._begin(job)
-            if awaitable is None:
+            begun = self._begin(job)
+            if begun is None:
                 if job._job_state is _PENDING:  # its cancellation was decided: end it now
                     self._deliver(job)
+                del job
                 return
-            value = await awaitable
+            coro, fn, args = begun
+            value = await (coro if fn is None else fn(*args))
         except asyncio.CancelledError:
             self.finish(job, _CANCELLED)
         except BaseException as exc:  # noqa: BLE001 - the job failed: record it
@@ -237,9 +243,15 @@ class Scheduler:
             self.finish(job, _FAILED, error=_without_own_frames(exc))
         else:
             self.finish(job, _SUCCEEDED, value=value)
+        del job
 
-    def _begin(self, job: Job[Any]) -> Awaitable[Any] | None:
-        """Mark *job* running and return what to await; ``None`` if it may not run."""
+    def _begin(
+        self, job: Job[Any]
+    ) -> tuple[Any, Callable[..., Any] | None, tuple[Any, ...]] | None:
+        """Mark *job* running; return ``(coroutine, fn, args)`` to run, or ``None``.
+
+        Either the coroutine object or ``fn(*args)`` is what the job awaits.
+        """
         if not self._registry.begin(job):
             return None
         job._started_mono = time.monotonic()
@@ -249,14 +261,10 @@ class Scheduler:
         if _log.tracing():
             queue_ms = (job._started_mono - job._submitted_mono) * 1000.0
             self._log.emit("debug", _log.JOB_STARTED, self.fields(job, queue_ms=queue_ms))
-        coro, fn, args = job._coro, job._fn, job._args
+        begun = (job._coro, job._fn, job._args)
         job._coro = job._fn = None
         job._args = ()
-        if coro is not None:
-            return coro
-        assert fn is not None
-        awaitable: Awaitable[Any] = fn(*args)
-        return awaitable
+        return begun
 
     # -- loop thread: cancelling ------------------------------------------------------
 
@@ -369,7 +377,7 @@ class Scheduler:
 # -- errors ---------------------------------------------------------------------------------
 
 #: The scheduler's frames that a job's exception passes through.
-_OWN_CODE: Final = frozenset({Scheduler._run.__code__, Scheduler._begin.__code__})
+_OWN_CODE: Final = frozenset({Scheduler._run.__code__})
 
 
 def _without_own_frames(error: BaseException) -> BaseException:

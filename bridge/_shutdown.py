@@ -150,6 +150,7 @@ class Shutdown:
     def _run(self, timeout: float | None) -> ShutdownReport:
         started = time.monotonic()
         if self._registry.begin_close() is BridgeState.NEW:
+            self._run_closers()  # an operations server may serve a bridge never started
             return ShutdownReport(0, (), (), 0.0)
         self._close_channels()
         self._run_closers()

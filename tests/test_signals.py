@@ -224,14 +224,16 @@ REENTERED_SHUTDOWN = """
 
 
     def signal_again_while_shutdown_waits(frame, event, arg):
-        # The outer handler's shutdown() reaches its first threading wait
-        # with the bridge closing: a second signal arrives there (synchronously,
-        # so it cannot slip in before the wait blocks and be seen only after).
-        # None: a core from before BridgeState; its first wait is for the jobs.
+        # The outer handler's shutdown() is under way with the bridge closing,
+        # about to wait for the jobs: a second signal arrives there
+        # (synchronously, so it cannot slip in before the wait blocks and be
+        # seen only after). The hook is the registry call just before that
+        # wait: Python 3.10 may run a handler raised here only at a later
+        # bytecode, and in a threading wait it would block first.
         global armed
         code = frame.f_code
-        if armed and depth == 1 and event == "call" and code.co_name == "wait":
-            if code.co_filename == threading.__file__ and state_name(b) in ("CLOSING", None):
+        if armed and depth == 1 and event == "call" and code.co_name == "unfinished":
+            if code.co_filename == bridge._registry.__file__ and state_name(b) == "CLOSING":
                 armed = False
                 signal.raise_signal(signal.SIGUSR1)
 
@@ -242,7 +244,13 @@ REENTERED_SHUTDOWN = """
         depth += 1
         try:
             if depth == 1:
-                outcome["outer_report"] = describe(b.shutdown(timeout=30))
+                # Profiled from here, not from the module: Python 3.10 may run
+                # this handler inside a profile hook, where nothing is profiled.
+                sys.setprofile(signal_again_while_shutdown_waits)
+                try:
+                    outcome["outer_report"] = describe(b.shutdown(timeout=30))
+                finally:
+                    sys.setprofile(None)
             else:
                 outcome["nested_report"] = describe(b.shutdown(timeout=30))
                 probe_read_only(b, outcome.setdefault("nested_saw", {}))
@@ -257,9 +265,7 @@ REENTERED_SHUTDOWN = """
     signal.signal(signal.SIGUSR1, handler)
     first = b.submit(hold, key="first", timeout=None)
     armed = True
-    sys.setprofile(signal_again_while_shutdown_waits)
     signal.raise_signal(signal.SIGUSR1)  # the outer handler: shutdown() here, on this thread
-    sys.setprofile(None)
     final = b.shutdown(timeout=30)
     outcome["final"] = describe(final)
     outcome["first"] = first.result(timeout=0) if first.done() else "not done"
