@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import channel, fire_and_forget, telephony, tracing
+from . import channel, fire_and_forget, ops, telephony, tracing
 from ._approaches import APPROACHES
 
 __all__ = ["FULL", "SMOKE", "Measurement", "build_plan"]
@@ -25,6 +25,7 @@ FULL: dict[str, dict[str, Any]] = {
         "tick_ms": 20.0,
         "frame_bytes": 160,
     },
+    "ops": {"n": 20_000, "warmup": 1_000, "threads": 8, "per_thread": 3_000},
 }
 
 #: Sizes for ``make bench-smoke``: every code path, in a few seconds.
@@ -42,6 +43,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "tick_ms": 20.0,
         "frame_bytes": 160,
     },
+    "ops": {"n": 200, "warmup": 20, "threads": 8, "per_thread": 30},
 }
 
 
@@ -91,4 +93,7 @@ def build_plan(
     for approach in telephony.APPROACHES:
         add("telephony", approach, "asyncio")
     add("telephony", "frame", "uvloop")
+    for mode in ops.MODES:
+        for approach in ops.APPROACHES:
+            add("ops", approach, "asyncio", mode, mode=mode)
     return plan

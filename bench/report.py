@@ -16,7 +16,16 @@ from ._util import percentile
 __all__ = ["as_json", "headline", "machine", "markdown", "plot_cdf", "summarize"]
 
 BASE_RT = "roundtrip/run_coroutine_threadsafe/asyncio"
-PACKAGES = ("bridge", "anyio", "janus", "structlog", "uvloop", "matplotlib")
+PACKAGES = (
+    "bridge",
+    "anyio",
+    "janus",
+    "structlog",
+    "uvloop",
+    "matplotlib",
+    "prometheus_client",
+    "opentelemetry-sdk",
+)
 
 
 # -- the machine ----------------------------------------------------------------------
@@ -120,6 +129,7 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 _RT_BRIDGE = "roundtrip/Bridge.call/asyncio"
 _FF = "fire_and_forget/{}/asyncio"
 _CH = "channel/{}/asyncio/{}"
+_OPS = "ops/{}/asyncio/{}"
 #: (what, measurement, figure, baseline measurement or None, its figure, op, limit)
 _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
     ("Bridge.call median round trip", _RT_BRIDGE, "median_us", BASE_RT, "median_us", "<=", 1.0),
@@ -181,6 +191,19 @@ _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
         ">=",
         0.7,
     ),
+    *[
+        (
+            f"ops {mode}: {approach} vs plain",
+            _OPS.format(approach, mode),
+            "calls_per_s",
+            _OPS.format("plain", mode),
+            "calls_per_s",
+            ">=",
+            limit,
+        )
+        for mode in ("latency", "throughput")
+        for approach, limit in (("history + metrics", 0.9), ("history + metrics + spans", 0.7))
+    ],
     *[
         (
             f"telephony ({m} mode) p99 handoff (ms)",
@@ -458,6 +481,34 @@ def _telephony(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ops(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for (approach, loop, mode), s in _entries(summary, "ops"):
+        base = summary[_OPS.format("plain", mode)]
+        latency = mode == "latency"
+        rows.append(
+            [
+                mode,
+                approach,
+                loop,
+                _num(s["calls_per_s"]),
+                _x(s["calls_per_s"], base["calls_per_s"]),
+                _num(s["median_us"]) if latency else "",
+                _num(s["p99_us"]) if latency else "",
+            ]
+        )
+    head = ["mode", "set-up", "loop", "calls/s", "vs plain", "median us", "p99 us"]
+    return [
+        "`Bridge.call` of a trivial coroutine from one thread (latency; calls/s is "
+        "1 / median) and from 8 threads (throughput), on a plain bridge, with "
+        "`history=1000` and `register_metrics()`, and with `instrument()` too (the "
+        "OpenTelemetry SDK, a `BatchSpanProcessor` and an exporter that counts and "
+        "drops the spans).",
+        "",
+        *_table(head, rows),
+    ]
+
+
 _SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("1. Round-trip latency", _roundtrip),
     ("2. Throughput, 8 threads", _throughput),
@@ -465,6 +516,7 @@ _SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("4. Channel throughput", _channel),
     ("5. Tracing cost", _tracing),
     ("6. Telephony load", _telephony),
+    ("7. Operations cost", _ops),
 ]
 
 

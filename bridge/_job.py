@@ -281,24 +281,35 @@ class Job(SlimFuture[T], Generic[T]):
 
     def info(self) -> JobInfo:
         """Return a frozen snapshot of the job."""
+        return JobInfo(*self._fields())
+
+    def _fields(self) -> tuple[Any, ...]:
+        """The fields of :meth:`info`, in order: a tuple is cheap to keep.
+
+        The history ring keeps these and makes the :class:`JobInfo` only when
+        asked (a frozen dataclass costs microseconds to build).
+        """
         deadline = None
         if self._deadline_at is not None:
             deadline = self._submitted_at + (self._deadline_at - self._submitted_mono)
         state = self._job_state
-        finished = state in FINAL_STATES
-        error = self._error if finished else None
-        return JobInfo(
-            id=self.id,
-            key=self.key,
-            kind=self.kind,
-            state=state,
-            thread=self._thread_name,
-            submitted_at=self._submitted_at,
-            started_at=self._started_at,
-            deadline=deadline,
-            finished_at=self._finished_at if finished else None,
-            outcome=state.value if finished else None,
-            error=None if error is None else one_line(error),
+        if state not in FINAL_STATES:
+            finished_at = outcome = error = None
+        else:
+            finished_at, outcome = self._finished_at, state.value
+            error = None if self._error is None else one_line(self._error)
+        return (
+            self.id,
+            self.key,
+            self.kind,
+            state,
+            self._thread_name,
+            self._submitted_at,
+            self._started_at,
+            deadline,
+            finished_at,
+            outcome,
+            error,
         )
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ uses (capacity snapshot, job observers, shutdown callbacks). Nothing of the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ._job import JobInfo
 from ._observers import JobObserver
@@ -21,6 +21,7 @@ from ._workers import WorkerPool
 
 if TYPE_CHECKING:
     from .ops import OpsServer
+    from .ops._target import OpsTarget
 
 __all__ = ["BridgeOperations"]
 
@@ -58,8 +59,9 @@ class BridgeOperations:
         """
         from .ops import serve_ops
 
+        target = cast("OpsTarget", self)  # a Bridge: BridgeOperations is one of its bases
         return serve_ops(
-            self, host=host, port=port, token=token, lag_limit=lag_limit, prefix=prefix
+            target, host=host, port=port, token=token, lag_limit=lag_limit, prefix=prefix
         )
 
     def _capacity(self) -> Capacity:

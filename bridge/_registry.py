@@ -126,8 +126,8 @@ class Registry:
         self._overloaded = 0
         self._duplicates = 0
         self._closed_refusals = 0
-        # Snapshots of the latest finished jobs (Bridge(history=N)); None: off.
-        self._history: deque[JobInfo] | None = deque(maxlen=history) if history else None
+        # The info() fields of the latest finished jobs (Bridge(history=N)); None: off.
+        self._history: deque[tuple[Any, ...]] | None = deque(maxlen=history) if history else None
         # Held strongly so that a dropped job still counts; bounded so that a
         # long-running process does not grow.
         self._failures: deque[FailureRecord] = deque(maxlen=FAILURES_KEPT)
@@ -301,7 +301,7 @@ class Registry:
                 job._failure = FailureRecord(job.info(), error)
                 self._failures.append(job._failure)
             if self._history is not None:  # before anyone sees the outcome
-                self._history.append(job.info())
+                self._history.append(job._fields())
             return previous
 
     # -- snapshots -------------------------------------------------------------------
@@ -351,11 +351,9 @@ class Registry:
     def history(self, kind: str | None = None) -> list[JobInfo]:
         """The latest finished jobs kept (of *kind*), newest first."""
         with self._lock:
-            infos = [] if self._history is None else list(self._history)
-        infos.reverse()
-        if kind is None:
-            return infos
-        return [info for info in infos if info.kind == kind]
+            kept = [] if self._history is None else list(self._history)
+        kept.reverse()
+        return [JobInfo(*fields) for fields in kept if kind is None or fields[2] == kind]
 
     def keep_history(self, size: int) -> None:
         """Keep the latest *size* finished jobs from now on (0: none)."""

@@ -68,3 +68,16 @@ def run_script(script: str, *args: str, timeout: float) -> dict[str, Any]:
     assert lines, f"no RESULT line\nstdout: {done.stdout}\nstderr: {done.stderr}"
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     return result
+
+
+def hold(b: bridge.Bridge, **options: Any) -> Any:
+    """Submit a job that runs until cancelled; return it once its coroutine runs."""
+    started = threading.Event()
+
+    async def held() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    job = b.submit(held, **options)
+    assert started.wait(10), "the held job did not start"
+    return job

@@ -5,6 +5,12 @@
     python -m examples.telephony_flow simulate --calls 200 --concurrency 50 [--seed N] [--legacy]
     python -m examples.telephony_flow sip --listen 127.0.0.1:5070 [--max-calls N] [--dtmf-timeout S]
 
+Both modes take ``--ops IP:PORT`` (the operations dashboard and HTTP API of
+``bridge.ops`` during the run, on a loopback address, port 0 for any; its URL,
+token included, is printed once to stdout) and ``--hold`` (once the calls have
+ended, keep the bridge and its dashboard up until Ctrl+C, then shut down and
+print the summary).
+
 Progress goes to stderr; the summary table to stdout, its last line the same
 summary as one JSON object. The exit status is 0 only when nothing leaked (no
 job, thread or HTTP connection outlived the run, no coroutine was left
@@ -23,18 +29,19 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Protocol, TextIO
 
 import structlog
+
+from bridge import Bridge
 
 from .directory import DirectoryService
 from .flow import FlowConfig, run_bridge
 from .legacy import run_legacy
 from .simulate import SimulatedTelephony
 from .summary import (
-    FlowReport,
     Progress,
     Summary,
     latency_summary,
@@ -88,8 +95,36 @@ def _listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _ops_address(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be IP:PORT with an IP address, e.g. 127.0.0.1:8765, not {text!r}"
+        ) from None
+    if not address.is_loopback:
+        raise argparse.ArgumentTypeError(
+            f"must be a loopback address (127.0.0.1 or [::1]), not {host!r}: the example "
+            "serves the dashboard to this machine only"
+        )
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must end with a port from 0 (any) to 65535, not {text!r}"
+        )
+    return host, int(port_text)
+
+
 _DTMF = "seconds the visitor has to type the apartment number"
 _RING = "seconds the resident has to answer"
+_OPS = "serve the operations dashboard on this loopback IP:PORT during the run (port 0: any)"
+_HOLD = "with --ops: once the calls have ended, keep the dashboard up until Ctrl+C"
+
+
+def _add_ops_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", type=_ops_address, default=None, metavar="IP:PORT", help=_OPS)
+    parser.add_argument("--hold", action="store_true", help=_HOLD)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S", help=_DTMF)
     sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S", help=_RING)
     sim.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
+    _add_ops_arguments(sim)
     sip = modes.add_parser("sip", help="a real SIP UA (pjsua2) answering calls")
     sip.add_argument("--listen", type=_listen, default=("127.0.0.1", 5070), metavar="IP:PORT")
     sip.add_argument(
@@ -118,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S", help=_DTMF)
     sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S", help=_RING)
     sip.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
+    _add_ops_arguments(sip)
     return parser
 
 
@@ -126,7 +163,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "simulate")
-    return build_parser().parse_args(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.hold and args.ops is None:
+        parser.error("argument --hold: needs --ops (it keeps the dashboard up)")
+    if args.ops is not None and getattr(args, "legacy", False):
+        parser.error("argument --ops: the legacy mode has no bridge to show")
+    return args
 
 
 # -- logging ------------------------------------------------------------------------
@@ -171,13 +214,56 @@ def _logging(trace: TextIO | None) -> Iterator[None]:
 # -- the run ------------------------------------------------------------------------
 
 
-def _wait_for(flow: _Flow, total: int | None) -> None:
-    """Block until *total* calls have ended (forever if ``None``) or Ctrl-C."""
+def _wait_for(flow: _Flow, total: int | None) -> bool:
+    """Block until *total* calls have ended (forever if ``None``) or Ctrl-C.
+
+    Returns whether it was interrupted.
+    """
     try:
         while not flow.wait_calls(total or sys.maxsize, timeout=0.5):
             pass
     except KeyboardInterrupt:
         print("interrupted: stopping", file=sys.stderr)
+        return True
+    return False
+
+
+class _Dashboard:
+    """``--ops``: the bridge's operations dashboard while the flow runs.
+
+    The server runs on a thread of its own and stops with the bridge's
+    ``shutdown()``; ``--hold`` waits for Ctrl+C before the flow lets the
+    bridge shut down.
+    """
+
+    def __init__(self, address: tuple[str, int], hold: bool) -> None:
+        self._address = address
+        self._hold = hold
+        self.interrupted = False  # Ctrl+C during the run: no hold then
+
+    @contextlib.contextmanager
+    def session(self, bridge: Bridge) -> Iterator[None]:
+        host, port = self._address
+        try:
+            server = bridge.serve_ops(host=host, port=port)
+        except OSError as exc:
+            raise _CannotServe(
+                f"argument --ops: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        print(f"dashboard: {server.url}", flush=True)  # the one place the token is shown
+        yield
+        if self._hold and not self.interrupted:
+            where = server.url.partition("?")[0]
+            print(f"calls done: the dashboard stays up at {where} until Ctrl+C", file=sys.stderr)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                print("interrupted: shutting down", file=sys.stderr)
+
+
+class _CannotServe(Exception):
+    """The dashboard's address cannot be used (a port in use)."""
 
 
 @contextlib.contextmanager
@@ -220,19 +306,25 @@ def run(args: argparse.Namespace) -> Summary:
     began = time.monotonic()
     stack, total = _make_stack(args)
     peak = [baseline]
+    dashboard = None if args.ops is None else _Dashboard(args.ops, args.hold)
 
     def until(flow: _Flow) -> None:
         with Progress(flow.calls_ended, total) as progress:
-            _wait_for(flow, total)
+            interrupted = _wait_for(flow, total)
         peak[0] = progress.peak
+        if dashboard is not None:
+            dashboard.interrupted = interrupted
 
     directory = DirectoryService()
     url = directory.start()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            runner: Callable[..., FlowReport] = run_legacy if legacy else run_bridge
-            report = runner(stack, url, config, until)
+            if legacy:
+                report = run_legacy(stack, url, config, until)
+            else:
+                session = None if dashboard is None else dashboard.session
+                report = run_bridge(stack, url, config, until, session=session)
             gc.collect()  # a dropped coroutine warns when it is collected
     finally:
         open_connections = _wait_closed(directory)
@@ -284,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _sigterm_as_interrupt() if args.mode == "sip" else contextlib.nullcontext(),
         ):
             summary = run(args)
-    except ImportError as exc:
+    except (ImportError, _CannotServe) as exc:  # ImportError: the ops or sip extra
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -409,13 +409,16 @@ def run_bridge(
     until: Callable[[IntercomFlow], None],
     *,
     grace: float = 2.0,
+    session: Callable[[Bridge], contextlib.AbstractContextManager[object]] | None = None,
 ) -> FlowReport:
     """Run the flow on a fresh bridge until ``until(flow)`` returns, then clean up.
 
     ``until`` blocks (e.g. until N calls have ended). Then the stack is stopped,
     every call's jobs get *grace* seconds to end, and the bridge shuts down (it
     closes the HTTP client and the channels). Jobs still unfinished after the
-    grace, or found by the shutdown, are reported as leaked.
+    grace, or found by the shutdown, are reported as leaked. ``session(bridge)``,
+    if given, is a context entered once the bridge has started and left before
+    it shuts down (the CLI serves the operations dashboard in it).
     """
     bridge = Bridge(
         "intercom",
@@ -426,15 +429,16 @@ def run_bridge(
     )
     bridge.start()
     try:
-        http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0))
-        flow = IntercomFlow(bridge, telephony, http, config)
-        telephony.start(flow)
-        try:
-            until(flow)
-        finally:
-            telephony.stop()
-        leaked = flow.settle(grace)
-        leaked |= {info.id for info in bridge.jobs()}
+        with contextlib.nullcontext() if session is None else session(bridge):
+            http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0))
+            flow = IntercomFlow(bridge, telephony, http, config)
+            telephony.start(flow)
+            try:
+                until(flow)
+            finally:
+                telephony.stop()
+            leaked = flow.settle(grace)
+            leaked |= {info.id for info in bridge.jobs()}
     finally:
         shutdown = bridge.shutdown(timeout=grace)
     leaked |= {info.id for info in (*shutdown.cancelled, *shutdown.stuck)}
