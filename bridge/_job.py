@@ -107,6 +107,10 @@ class JobInfo:
     #: The exception it ended with, as ``"Type: message"`` on one line (never
     #: the traceback, never the arguments); ``None`` if it ended without one.
     error: str | None = None
+    #: The child process's id, for a job that runs one (``run_process``).
+    pid: int | None = None
+    #: The child's program (``argv[0]`` only, never the other arguments).
+    program: str | None = None
 
 
 class JobOwner(Protocol):
@@ -207,6 +211,8 @@ class Job(SlimFuture[T], Generic[T]):
         "_lane",
         "_observed",
         "_owner",
+        "_pid",
+        "_program",
         "_started_at",
         "_started_mono",
         "_submitted_at",
@@ -266,6 +272,8 @@ class Job(SlimFuture[T], Generic[T]):
         self._started_at: float | None = None
         self._started_mono = 0.0
         self._finished_at: float | None = None  # set by the registry
+        self._pid: int | None = None  # a child process's, set by the job's coroutine
+        self._program: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._observed = observed  # somebody waits for the outcome
         self._error: BaseException | None = None
@@ -310,6 +318,8 @@ class Job(SlimFuture[T], Generic[T]):
             finished_at,
             outcome,
             error,
+            self._pid,
+            self._program,
         )
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from typing import Any
@@ -24,7 +25,7 @@ async def fail(number: int) -> None:
 
 
 async def forever() -> None:
-    await concurrent.futures.Future()  # type: ignore[misc]
+    await asyncio.Event().wait()
 
 
 def test_history_is_off_by_default(bridge: Bridge) -> None:
@@ -74,8 +75,6 @@ def test_a_job_is_in_the_history_before_its_outcome_is_delivered(make_bridge: An
     gate: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     async def wait_then(x: int) -> int:
-        import asyncio
-
         await asyncio.wrap_future(gate)
         return x
 
