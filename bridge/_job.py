@@ -203,6 +203,7 @@ class Job(SlimFuture[T], Generic[T]):
         "_ctx",
         "_deadline_at",
         "_error",
+        "_error_line",
         "_failure",
         "_finished_at",
         "_fn",
@@ -277,6 +278,7 @@ class Job(SlimFuture[T], Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._observed = observed  # somebody waits for the outcome
         self._error: BaseException | None = None
+        self._error_line: str | None = None  # one_line(_error), made outside the lock
         self._failure: FailureRecord | None = None  # set by the registry if it failed
         self._watch: FailureWatch | None = None  # logs an unretrieved failure at collection
 
@@ -304,8 +306,7 @@ class Job(SlimFuture[T], Generic[T]):
         if state not in FINAL_STATES:
             finished_at = outcome = error = None
         else:
-            finished_at, outcome = self._finished_at, state.value
-            error = None if self._error is None else one_line(self._error)
+            finished_at, outcome, error = self._finished_at, state.value, self._error_line
         return (
             self.id,
             self.key,

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from ._job import one_line
+
 __all__ = ["LoopThread", "cancel_leftover_tasks"]
 
 #: How long the loop may take to cancel leftover tasks while it closes.
@@ -129,7 +131,7 @@ class LoopThread:
         try:
             loop.run_forever()
         except BaseException as exc:  # noqa: BLE001 - the loop died of it: reported
-            return f"died: {_one_line(exc)} escaped from a task"
+            return f"died: {one_line(exc)} escaped from a task"
         if self._closed_by_owner:
             return None
         return "stopped without Bridge.shutdown() asking (something called loop.stop())"
@@ -170,11 +172,6 @@ async def cancel_leftover_tasks() -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=_TASK_GRACE)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

@@ -276,7 +276,11 @@ class Registry:
             return True
 
     def finish(
-        self, job: Job[Any], state: JobState, error: BaseException | None = None
+        self,
+        job: Job[Any],
+        state: JobState,
+        error: BaseException | None = None,
+        error_line: str | None = None,
     ) -> JobState | None:
         """Record that *job* ended in *state*, once; return its previous state.
 
@@ -290,6 +294,7 @@ class Registry:
             job._job_state = state
             job._finished_at = time.time()
             job._error = error
+            job._error_line = error_line
             del self._active[job.id]
             key = job.key
             if key is not None and self._keys.get(key) is job:

@@ -108,3 +108,29 @@ def test_stats_count_refusals_by_reason(bridge: Bridge) -> None:
     concurrent.futures.wait([job], timeout=10)
     stats = bridge.stats()
     assert (stats.duplicate, stats.closed, stats.overloaded, stats.rejected) == (1, 0, 0, 1)
+
+
+def test_an_errors_str_runs_outside_the_registry_lock(make_bridge: Any) -> None:
+    """str(error) is user code: it must never run under the bridge's lock."""
+    b = make_bridge(history=5)
+    answered_in_time: list[bool] = []
+
+    class Chatty(Exception):
+        def __str__(self) -> str:
+            # Another thread asks the bridge for its stats while this runs;
+            # under the registry's lock it would wait for this very call.
+            asker = threading.Thread(target=b.stats)
+            asker.start()
+            asker.join(5)
+            answered_in_time.append(not asker.is_alive())
+            return "chatty"
+
+    async def fail_chatty() -> None:
+        raise Chatty
+
+    job = b.submit(fail_chatty)
+    with pytest.raises(Chatty):
+        job.result(timeout=30)
+    assert answered_in_time, "str() of the error was never called"
+    assert all(answered_in_time), "the other thread was blocked: str() ran under the lock"
+    assert b.history()[0].error == "Chatty: chatty"
