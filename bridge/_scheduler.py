@@ -25,7 +25,7 @@ from typing import Any, Final
 from . import _fork, _log
 from ._deadlines import Deadlines
 from ._exceptions import BridgeError, JobCancelled, JobTimeout, WrongThread
-from ._job import CancelReason, FailureWatch, Job, JobState
+from ._job import CancelReason, FailureWatch, Job, JobState, one_line
 from ._lanes import Lane
 from ._observers import Observers
 from ._registry import Registry
@@ -155,7 +155,9 @@ class Scheduler:
             error = _cancelled_error(job)
         elif error is None and state is _TIMED_OUT:
             error = _timeout_error(job)
-        previous = self._registry.finish(job, state, error)
+        # The one-line error is made here, not under the registry's lock (__str__ is user code).
+        line = None if error is None else one_line(error)
+        previous = self._registry.finish(job, state, error, line)
         if previous is None:
             return False
         self._release(job, previous)
