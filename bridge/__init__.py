@@ -18,11 +18,14 @@ from ._exceptions import DuplicateJob as DuplicateJob
 from ._exceptions import JobCancelled as JobCancelled
 from ._exceptions import JobTimeout as JobTimeout
 from ._exceptions import Overloaded as Overloaded
+from ._exceptions import ProcessFailed as ProcessFailed
 from ._exceptions import WrongThread as WrongThread
 from ._job import Job as Job
 from ._job import JobInfo as JobInfo
 from ._job import JobState as JobState
+from ._process import ProcessResult as ProcessResult
 from ._registry import BridgeState as BridgeState
+from ._signals import handle_signals as handle_signals
 from ._stats import BridgeStats as BridgeStats
 from ._stats import ShutdownReport as ShutdownReport
 from ._typing import USE_DEFAULT as USE_DEFAULT
@@ -42,11 +45,14 @@ __all__ = (
     "JobState",
     "JobTimeout",
     "Overloaded",
+    "ProcessFailed",
+    "ProcessResult",
     "ShutdownReport",
     "WrongThread",
     "blocking",
     "call",
     "default",
+    "handle_signals",
     "submit",
 )
 

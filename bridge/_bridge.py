@@ -15,6 +15,7 @@ channels, worker threads, the watchdog, logging and argument checks.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
@@ -30,11 +31,14 @@ from ._arguments import (
 )
 from ._channel import ChannelSet
 from ._exceptions import WrongThread
+from ._failures import FailureRecord
 from ._intake import Intake
-from ._job import FailureRecord, Job, JobInfo
+from ._job import Job, JobInfo
 from ._lanes import Lane
 from ._loop import LoopThread
 from ._operations import BridgeOperations
+from ._processes import BridgeProcesses
+from ._procpool import ProcessPool
 from ._registry import BridgeState, Registry
 from ._resources import ResourceStack
 from ._scheduler import Scheduler
@@ -60,7 +64,7 @@ WhenFull = Literal["block", "reject"]
 _WHEN_FULL: Final = frozenset({"block", "reject"})
 
 
-class Bridge(BridgeTools, BridgeOperations):
+class Bridge(BridgeTools, BridgeProcesses, BridgeOperations):
     """One background event-loop thread that runs coroutines for any thread.
 
     Every coroutine it runs is a :class:`Job`, accounted for from ``submit()``
@@ -79,6 +83,9 @@ class Bridge(BridgeTools, BridgeOperations):
             ``"block"`` waits for room (up to its ``block_timeout``),
             ``"reject"`` raises :class:`Overloaded` at once.
         thread_workers: how many threads :meth:`to_thread` may use.
+        process_workers: how many worker processes :meth:`to_process` and
+            :meth:`process_map` may use (started at first use); by default
+            the CPU count.
         thread_initializer: called once on each worker thread before its first
             task, e.g. to register the thread with a native library.
         loop_block_warning: log a ``loop.blocked`` warning when the loop thread
@@ -112,6 +119,7 @@ class Bridge(BridgeTools, BridgeOperations):
         loop_block_warning: float | None = None,
         use_uvloop: bool = False,
         history: int = 0,
+        process_workers: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, not {name!r}")
@@ -132,7 +140,12 @@ class Bridge(BridgeTools, BridgeOperations):
         self._use_uvloop: Final = bool(use_uvloop)
         if history != 0:
             check_count("history", history, allow_none=False)
+        if process_workers is None:
+            process_workers = os.cpu_count() or 1
+        check_count("process_workers", process_workers, allow_none=False)
         self._wire(lanes, max_pending, thread_workers, thread_initializer, history)
+        self._procpool = ProcessPool(name, process_workers)  # no process until first use
+        self._at_shutdown(self._procpool.close)
 
     def _wire(
         self,
@@ -238,7 +251,8 @@ class Bridge(BridgeTools, BridgeOperations):
         second together to end, and those still alive are named in
         :attr:`ShutdownReport.threads_left`. Shutdown returns within *timeout*
         plus about one second, whatever the jobs do (plus up to one more for
-        resources slow to exit).
+        resources slow to exit, and, while process jobs have live children,
+        their largest ``kill_grace``: see :meth:`run_process`).
 
         Idempotent: later calls return the first report. If a call is
         interrupted (``KeyboardInterrupt``), the bridge stays CLOSING and the
@@ -430,6 +444,14 @@ class Bridge(BridgeTools, BridgeOperations):
             if task is not None and job._task is task:
                 return self._scheduler.fields(job)
         return {"job_id": None, "key": None, "kind": None}
+
+    def _current_deadline(self) -> float | None:
+        """The monotonic deadline of the job whose task is running (loop thread), or None."""
+        task = asyncio.current_task()
+        for job in self._registry.unfinished():
+            if task is not None and job._task is task:
+                return job._deadline_at
+        return None
 
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._scheduler.loop_ident

@@ -10,13 +10,19 @@ it::
     ├── DuplicateJob (KeyError)        a key already names an unfinished job
     ├── Overloaded                     no room for another job (backpressure)
     ├── JobTimeout (TimeoutError)      a job's deadline expired
-    └── JobCancelled (concurrent.futures.CancelledError)
-                                       a job was cancelled before it finished
+    ├── JobCancelled (concurrent.futures.CancelledError)
+    │                                  a job was cancelled before it finished
+    └── ProcessFailed (subprocess.CalledProcessError)
+                                       run_process(check=True): non-zero exit
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
+import subprocess
+from typing import Any
 
 __all__ = [
     "BridgeClosed",
@@ -25,6 +31,7 @@ __all__ = [
     "JobCancelled",
     "JobTimeout",
     "Overloaded",
+    "ProcessFailed",
     "WrongThread",
 ]
 
@@ -62,3 +69,45 @@ class JobTimeout(BridgeError, TimeoutError):
 
 class JobCancelled(BridgeError, concurrent.futures.CancelledError):
     """Raised when a job was cancelled before it finished."""
+
+
+class ProcessFailed(BridgeError, subprocess.CalledProcessError):
+    """Raised when a ``run_process(..., check=True)`` child exits with a non-zero status.
+
+    Attributes as for :class:`subprocess.CalledProcessError` (``returncode``,
+    ``cmd``, ``output``/``stdout``, ``stderr``), plus ``pid``. The message names
+    the program (``argv[0]``) only, never the other arguments, which may hold
+    secrets; ``cmd`` still has them all.
+    """
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: Any,
+        output: bytes | None = None,
+        stderr: bytes | None = None,
+        pid: int | None = None,
+    ) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.returncode, self.cmd, self.output, self.stderr, self.pid))
+
+    def __str__(self) -> str:
+        cmd = self.cmd
+        program = cmd[0] if isinstance(cmd, (list, tuple)) and cmd else cmd
+        name = os.fsdecode(program) if isinstance(program, (str, bytes, os.PathLike)) else "?"
+        pid = "" if self.pid is None else f" (pid {self.pid})"
+        return f"process {name!r}{pid} {exit_description(self.returncode)}"
+
+
+def exit_description(returncode: int) -> str:
+    """``"exited with status 2"`` or ``"was killed by SIGKILL"`` (a negative status)."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"

@@ -21,8 +21,6 @@ from ._future import FINISHED, PENDING, SlimFuture
 
 __all__ = [
     "CancelReason",
-    "FailureRecord",
-    "FailureWatch",
     "Job",
     "JobInfo",
     "JobOwner",
@@ -113,6 +111,12 @@ class JobInfo:
     program: str | None = None
 
 
+class Retrievable(Protocol):
+    """A failure's record (``_failures.FailureRecord``): marked once retrieved."""
+
+    retrieved: bool
+
+
 class JobOwner(Protocol):
     """What a job needs from the bridge that runs it."""
 
@@ -124,52 +128,6 @@ class JobOwner(Protocol):
 
     def check_wait(self, what: str) -> None:
         """Raise if this thread may not block waiting for a job."""
-
-
-@final
-class FailureRecord:
-    """A failure as the registry keeps it: the job's snapshot and its error.
-
-    The registry keeps the latest records (never the jobs), so the pytest
-    plugin can tell which failures nobody retrieved; :meth:`Job.result`,
-    :meth:`Job.exception` and ``await`` mark the record retrieved.
-    """
-
-    __slots__ = ("_error", "_info", "retrieved")
-
-    def __init__(self, info: JobInfo, error: BaseException | None) -> None:
-        self._info = info
-        self._error = error
-        #: Whether somebody has retrieved the failure from the job.
-        self.retrieved = False
-
-    def info(self) -> JobInfo:
-        """The job as it was when it failed."""
-        return self._info
-
-    def exception(self) -> BaseException | None:
-        """What the job raised."""
-        return self._error
-
-
-@final
-class FailureWatch:
-    """Logs a failure nobody retrieved when its job is garbage-collected.
-
-    Attached only to a failed job whose failure was not logged when it
-    happened (a waiter or done callback was expected to look at it); the job
-    is its only owner, so ``__del__`` runs when the job is collected.
-    """
-
-    __slots__ = ("_log", "_record")
-
-    def __init__(self, record: FailureRecord, log: Callable[[], object]) -> None:
-        self._record = record
-        self._log = log
-
-    def __del__(self) -> None:
-        if not self._record.retrieved:
-            self._log()
 
 
 @final
@@ -279,8 +237,8 @@ class Job(SlimFuture[T], Generic[T]):
         self._observed = observed  # somebody waits for the outcome
         self._error: BaseException | None = None
         self._error_line: str | None = None  # one_line(_error), made outside the lock
-        self._failure: FailureRecord | None = None  # set by the registry if it failed
-        self._watch: FailureWatch | None = None  # logs an unretrieved failure at collection
+        self._failure: Retrievable | None = None  # set by the registry if it failed
+        self._watch: object | None = None  # logs an unretrieved failure at collection
 
     # -- state ---------------------------------------------------------------
 

@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterable, KeysView
 from typing import Any, Final
 
 from ._exceptions import BridgeClosed, DuplicateJob, Overloaded
-from ._job import FINAL_STATES, CancelReason, FailureRecord, Job, JobInfo, JobState
+from ._failures import FailureRecord
+from ._job import FINAL_STATES, CancelReason, Job, JobInfo, JobState
 from ._stats import BridgeStats
 
 __all__ = ["BridgeState", "Registry"]

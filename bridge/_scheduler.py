@@ -25,7 +25,8 @@ from typing import Any, Final
 from . import _fork, _log
 from ._deadlines import Deadlines
 from ._exceptions import BridgeError, JobCancelled, JobTimeout, WrongThread
-from ._job import CancelReason, FailureWatch, Job, JobState, one_line
+from ._failures import FailureWatch
+from ._job import CancelReason, Job, JobState, one_line
 from ._lanes import Lane
 from ._observers import Observers
 from ._registry import Registry
@@ -142,17 +143,19 @@ class Scheduler:
         value: Any = None,
         error: BaseException | None = None,
         forced: bool = False,
+        detail: object = None,
     ) -> bool:
         """Record how *job* ended, trace it, then resolve it; return whether it did.
 
         Any thread (the shutdown thread resolves stuck jobs); the first call
         for a job wins. Unless *forced*, a job whose deadline fired ends
-        TIMED_OUT, whatever its coroutine did while it unwound.
+        TIMED_OUT, whatever its coroutine did while it unwound. *detail*, if a
+        str, is appended to the message of the JobCancelled/JobTimeout made here.
         """
         if not forced and job._cancel is _DEADLINE and state is not _TIMED_OUT:
-            state, value, error = _TIMED_OUT, None, _timeout_error(job, error)
+            state, value, error = _TIMED_OUT, None, _timeout_error(job, error, detail)
         elif error is None and state is _CANCELLED:
-            error = _cancelled_error(job)
+            error = _cancelled_error(job, detail)
         elif error is None and state is _TIMED_OUT:
             error = _timeout_error(job)
         # The one-line error is made here, not under the registry's lock (__str__ is user code).
@@ -237,8 +240,10 @@ class Scheduler:
                 return
             coro, fn, args = begun
             value = await (coro if fn is None else fn(*args))
-        except asyncio.CancelledError:
-            self.finish(job, _CANCELLED)
+        except asyncio.CancelledError as exc:
+            # A message on the CancelledError says how the job unwound (a process
+            # job: how its child ended); it goes into the JobCancelled/JobTimeout.
+            self.finish(job, _CANCELLED, detail=exc.args[0] if exc.args else None)
         except BaseException as exc:  # noqa: BLE001 - the job failed: record it
             # KeyboardInterrupt and SystemExit too: re-raised here they would stop
             # the loop thread and leave every later job hanging; result() raises them.
@@ -399,12 +404,19 @@ def describe(job: Job[Any]) -> str:
     return f"job {job.id} (key={job.key!r}, kind={job.kind!r})"
 
 
-def _timeout_error(job: Job[Any], cause: BaseException | None = None) -> JobTimeout:
-    error = JobTimeout(f"{describe(job)} did not finish before its deadline; it was cancelled")
+def _timeout_error(
+    job: Job[Any], cause: BaseException | None = None, detail: object = None
+) -> JobTimeout:
+    message = f"{describe(job)} did not finish before its deadline; it was cancelled"
+    error = JobTimeout(message + _detail(detail))
     if cause is not None and not isinstance(cause, JobCancelled):
         error.__cause__ = cause  # what the coroutine raised while it unwound
     return error
 
 
-def _cancelled_error(job: Job[Any]) -> JobCancelled:
-    return JobCancelled(f"{describe(job)} was cancelled")
+def _cancelled_error(job: Job[Any], detail: object = None) -> JobCancelled:
+    return JobCancelled(f"{describe(job)} was cancelled{_detail(detail)}")
+
+
+def _detail(detail: object) -> str:
+    return f"; {detail}" if isinstance(detail, str) and detail else ""

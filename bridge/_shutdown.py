@@ -4,18 +4,20 @@
    wakes producers and consumers blocked on them.
 2. Unfinished jobs get the caller's *timeout* to finish by themselves.
 3. The rest receive their one cancellation and get :data:`CANCEL_GRACE` to
-   unwind; those that still have not ended block the loop or ignore
-   cancellation: they are reported as stuck and resolved with ``JobCancelled``
-   from the calling thread.
+   unwind (while process jobs have live children: the largest ``kill_grace``
+   plus :data:`PROCESS_GRACE`, the time to end a child's group); those that
+   still have not ended block the loop or ignore cancellation: they are
+   reported as stuck and resolved with ``JobCancelled`` from the calling thread.
 4. On the loop, while it and the resources' own tasks still run, resources
    exit (:data:`RESOURCE_GRACE` in all); then the tasks nobody owns are
    cancelled, async generators closed, and the loop stops.
 5. Once the resources have closed (or the loop has stayed blocked for
    :data:`STOP_GRACE`), the loop thread, the worker threads and the watchdog
    are joined against one shared deadline, and the report names any that are
-   still alive. The report is made after the resources' exits, so it counts
-   every one; a resource a blocked loop never exited is reported as a
-   ``TimeoutError``.
+   still alive. Any child process group still listed is SIGKILLed from the
+   calling thread (nothing on the stopped loop can end it any more). The
+   report is made after the resources' exits, so it counts every one; a
+   resource a blocked loop never exited is reported as a ``TimeoutError``.
 
 The procedure runs under this module's own lock, one caller at a time. If it
 raises (``KeyboardInterrupt`` in the middle, say), the bridge stays CLOSING and
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import _log
+from ._children import ChildGroups
 from ._exceptions import JobCancelled
 from ._job import Job, JobInfo, JobState
 from ._loop import LoopThread, cancel_leftover_tasks
@@ -46,10 +49,12 @@ from ._stats import ShutdownReport
 from ._watchdog import Watchdog
 from ._workers import WorkerPool
 
-__all__ = ["CANCEL_GRACE", "RESOURCE_GRACE", "STOP_GRACE", "Shutdown"]
+__all__ = ["CANCEL_GRACE", "PROCESS_GRACE", "RESOURCE_GRACE", "STOP_GRACE", "Shutdown"]
 
 #: After the shutdown timeout: how long cancelled jobs get to unwind ...
 CANCEL_GRACE: Final = 0.5
+#: ... (a process job: its ``kill_grace`` plus this, to SIGKILL and reap its group) ...
+PROCESS_GRACE: Final = 1.0
 #: ... how long resources get, in all, to exit ...
 RESOURCE_GRACE: Final = 1.0
 #: ... and how long the bridge's threads get to end before they are reported.
@@ -83,6 +88,8 @@ class Shutdown:
         #: Set by the bridge when it starts.
         self.runner: LoopThread | None = None
         self.watchdog: Watchdog | None = None
+        #: The process groups of the children of process jobs (``run_process``).
+        self.children = ChildGroups()
         # One procedure at a time; guards the fields below. Re-entrant only so
         # that a signal handler on the thread running the procedure can tell.
         self._lock = threading.RLock()
@@ -196,13 +203,20 @@ class Shutdown:
             if self._awaited:
                 self._cancel_sent = True
                 self._scheduler.cancel_all_for_shutdown()
-        ended, pending = _wait(self._awaited, CANCEL_GRACE)
+        ended, pending = _wait(self._awaited, self._cancel_grace())
         self._cancelled.extend(job.info() for job in ended)
         self._awaited = []
         stuck = tuple(sorted((job.info() for job in pending), key=_by_id))
         for job in pending:
             self._scheduler.finish(job, JobState.CANCELLED, error=_stuck_error(job))
         return stuck
+
+    def _cancel_grace(self) -> float:
+        """How long cancelled jobs get to end: longer while children must be ended."""
+        kill_grace = self.children.max_grace()
+        if kill_grace is None:
+            return CANCEL_GRACE
+        return max(CANCEL_GRACE, kill_grace + PROCESS_GRACE)
 
     def _stop_threads(self) -> None:
         """Steps 4 and 5: the loop closes and stops, then every thread is joined."""
@@ -220,6 +234,7 @@ class Shutdown:
         self._workers.join(deadline)
         if self.watchdog is not None:
             self.watchdog.stop(deadline)
+        self.children.kill_all()  # the loop has stopped: no child may outlive it
 
     def _resource_errors(self) -> tuple[tuple[str, BaseException], ...]:
         """The exits' errors, plus a ``TimeoutError`` for each resource never exited."""

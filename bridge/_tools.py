@@ -27,9 +27,13 @@ from ._exceptions import WrongThread
 from ._intake import Intake
 from ._job import Job
 from ._map import map_jobs
+from ._procpool import ProcessPool
 from ._resources import ResourceStack
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 from ._workers import WorkerPool
+
+if TYPE_CHECKING:
+    from ._shutdown import Shutdown
 
 __all__ = ["BridgeTools"]
 
@@ -46,6 +50,10 @@ class BridgeTools:
         _resources: ResourceStack
         _channels: ChannelSet
         _workers: WorkerPool
+        _shutdown: Shutdown
+        _procpool: ProcessPool
+
+        def _current_deadline(self) -> float | None: ...
 
         def call(
             self,
