@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,6 +94,23 @@ def test_jobs_lists_unfinished_jobs_oldest_first_with_their_times(
     assert last["run_seconds"] is None
     assert last["time_left"] is None
     assert last["queue_seconds"] >= 0
+
+
+def test_a_process_job_shows_its_pid_and_program(b: Bridge, client: TestClient) -> None:
+    started = threading.Event()
+    script = "import sys, time; print('up', flush=True); time.sleep(60)"
+    job = b.run_process(
+        [sys.executable, "-c", script],
+        key="proc:1",
+        kill_grace=0.2,
+        on_line=lambda stream, line: started.set(),
+    )
+    assert started.wait(30), "the child did not start"
+    items = client.get("/jobs", params={"key_prefix": "proc:"}).json()["jobs"]
+    assert [(i["pid"], i["program"]) for i in items] == [(job.info().pid, sys.executable)]
+    assert items[0]["pid"] is not None
+    job.cancel()
+    assert ended_cancelled(job)
 
 
 def test_jobs_filters_by_kind_and_key_prefix(b: Bridge, client: TestClient) -> None:
