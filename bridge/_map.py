@@ -60,38 +60,47 @@ def map_jobs(
     """
     total = len(items) if isinstance(items, Sized) else None
     results = _results(submit, fn, items, concurrency, ordered, on_progress, total)
-    return MapIterator(results, on_loop_thread)
+    return MapIterator(results, on_loop_thread, _REFUSAL)
+
+
+_REFUSAL: Final = (
+    "iterating a Bridge.map() iterator on the bridge's loop thread would "
+    "block the loop while it waits for jobs that need it: a deadlock. "
+    "Iterate it on another thread; inside coroutines use asyncio.gather "
+    "or a task group."
+)
 
 
 @final
 class MapIterator(Iterator[R], Generic[R]):
-    """The results of one :meth:`Bridge.map`; refuses to run on the loop thread.
+    """The results of one :meth:`Bridge.map` (or ``process_map``); refuses the loop thread.
 
-    Iterating waits for jobs, which would block the loop they need: every
-    ``next()`` on the loop thread raises :class:`WrongThread` and leaves the
-    iterator as it was, so its own thread can go on with it. :meth:`close`
-    (also done by garbage collection) cancels the jobs in flight, from any
-    thread.
+    Iterating waits for work the loop must see done, which would block it:
+    every ``next()`` on the loop thread raises :class:`WrongThread` with
+    *refusal* as its message and leaves the iterator as it was, so its own
+    thread can go on with it. :meth:`close` (also done by garbage collection)
+    cancels the work in flight, from any thread.
     """
 
-    __slots__ = ("_on_loop_thread", "_results")
+    __slots__ = ("_on_loop_thread", "_refusal", "_results")
 
-    def __init__(self, results: Generator[R, None, None], on_loop_thread: Callable[[], bool]):
+    def __init__(
+        self,
+        results: Generator[R, None, None],
+        on_loop_thread: Callable[[], bool],
+        refusal: str,
+    ) -> None:
         self._results: Final = results
         self._on_loop_thread: Final = on_loop_thread
+        self._refusal: Final = refusal
 
     def __next__(self) -> R:
         if self._on_loop_thread():
-            raise WrongThread(
-                "iterating a Bridge.map() iterator on the bridge's loop thread would "
-                "block the loop while it waits for jobs that need it: a deadlock. "
-                "Iterate it on another thread; inside coroutines use asyncio.gather "
-                "or a task group."
-            )
+            raise WrongThread(self._refusal)
         return next(self._results)
 
     def close(self) -> None:
-        """Stop early: cancel the jobs in flight and pull no more items. Any thread."""
+        """Stop early: cancel the work in flight and pull no more items. Any thread."""
         self._results.close()
 
 

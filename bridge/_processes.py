@@ -20,8 +20,9 @@ from ._arguments import check_blocking_function, check_count
 from ._exceptions import BridgeClosed, WrongThread
 from ._intake import Intake
 from ._job import Job
+from ._map import MapIterator
 from ._process import JobSlot, ProcessResult, check_spec, run_child
-from ._procpool import KILL_GRACE, ProcessMapIterator, ProcessPool, process_map
+from ._procpool import KILL_GRACE, ProcessPool, process_map
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ class BridgeProcesses:
         chunksize: int = 64,
         ordered: bool = True,
         on_progress: Callable[[int, int | None], object] | None = None,
-    ) -> ProcessMapIterator[R]:
+    ) -> MapIterator[R]:
         """Apply CPU-bound ``fn(item)`` in the worker processes, lazily; yield the results.
 
         Items are sent in chunks of *chunksize* (fewer round trips); at most

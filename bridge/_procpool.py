@@ -32,9 +32,10 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from typing import Any, Final, Generic, TypeVar, final
 
-from ._exceptions import BridgeClosed, WrongThread
+from ._exceptions import BridgeClosed
+from ._map import MapIterator
 
-__all__ = ["KILL_GRACE", "ProcessMapIterator", "ProcessPool", "kill_all_now", "process_map"]
+__all__ = ["KILL_GRACE", "ProcessPool", "kill_all_now", "process_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -228,7 +229,7 @@ def process_map(
     chunksize: int,
     ordered: bool,
     on_progress: Callable[[int, int | None], object] | None,
-) -> ProcessMapIterator[R]:
+) -> MapIterator[R]:
     """The iterator behind ``Bridge.process_map`` (arguments already checked).
 
     At most *concurrency* chunks of *chunksize* items are in flight (counting
@@ -237,31 +238,14 @@ def process_map(
     """
     total = len(items) if isinstance(items, Sized) else None
     results = _chunked(pool, fn, items, concurrency, chunksize, ordered, on_progress, total)
-    return ProcessMapIterator(results, on_loop_thread)
+    return MapIterator(results, on_loop_thread, _REFUSAL)
 
 
-@final
-class ProcessMapIterator(Iterator[R], Generic[R]):
-    """The results of one ``process_map``; refuses to run on the loop thread."""
-
-    __slots__ = ("_on_loop_thread", "_results")
-
-    def __init__(self, results: Generator[R, None, None], on_loop_thread: Callable[[], bool]):
-        self._results: Final = results
-        self._on_loop_thread: Final = on_loop_thread
-
-    def __next__(self) -> R:
-        if self._on_loop_thread():
-            raise WrongThread(
-                "iterating a Bridge.process_map() iterator on the bridge's loop thread "
-                "would block the loop while it waits for worker processes: iterate it on "
-                "another thread; inside coroutines use 'await bridge.to_process(...)'."
-            )
-        return next(self._results)
-
-    def close(self) -> None:
-        """Stop early: cancel the queued chunks and pull no more items. Any thread."""
-        self._results.close()
+_REFUSAL: Final = (
+    "iterating a Bridge.process_map() iterator on the bridge's loop thread "
+    "would block the loop while it waits for worker processes: iterate it on "
+    "another thread; inside coroutines use 'await bridge.to_process(...)'."
+)
 
 
 def _chunked(

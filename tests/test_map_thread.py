@@ -63,10 +63,17 @@ def test_close_on_the_loop_thread_cancels_the_jobs_in_flight(
 ) -> None:
     """close() is not iteration: it never waits, so the loop thread may call it."""
     b = make_bridge()
+    others_running = asyncio.Event()  # bound to the bridge's loop when first awaited
+    running: list[int] = []
 
     async def first_only(x: int) -> int:
-        if x > 0:
-            await asyncio.sleep(3600)
+        if x == 0:  # item 0 ends only once items 1 and 2 run: they are in flight
+            await others_running.wait()
+            return x
+        running.append(x)
+        if len(running) == 2:
+            others_running.set()
+        await asyncio.sleep(3600)
         return x
 
     results = b.map(first_only, range(10), concurrency=3)
@@ -82,7 +89,7 @@ def test_close_on_the_loop_thread_cancels_the_jobs_in_flight(
     assert report.cancelled == ()  # closing the map had cancelled them already
     assert report.stuck == ()
     stats = b.stats()
-    assert stats.cancelled >= 1
+    assert stats.cancelled >= 2  # items 1 and 2 at least
     assert stats.submitted == stats.succeeded + stats.cancelled  # item 0 and close_it
 
 
