@@ -8,6 +8,8 @@
    plus :data:`PROCESS_GRACE`, the time to end a child's group); those that
    still have not ended block the loop or ignore cancellation: they are
    reported as stuck and resolved with ``JobCancelled`` from the calling thread.
+   Then the parts jobs used until their end close (``add_after_jobs``: pinned
+   threads, the process pool); each is called again if the procedure repeats.
 4. On the loop, while it and the resources' own tasks still run, resources
    exit (:data:`RESOURCE_GRACE` in all); then the tasks nobody owns are
    cancelled, async generators closed, and the loop stops.
@@ -34,7 +36,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from . import _log
@@ -102,6 +104,10 @@ class Shutdown:
         self._closers_lock = threading.Lock()  # guards the two fields below
         self._closers: list[Callable[[], object]] = []
         self._closers_ran = False
+        # Closed after the jobs end and before the loop stops (pinned threads, the
+        # process pool); registered while the bridge is built, read only by the procedure.
+        self._after_jobs: list[Callable[[], object]] = []
+        self._thread_sources: list[Callable[[], Iterable[threading.Thread]]] = []
 
     # -- the public procedure --------------------------------------------------------
 
@@ -130,9 +136,25 @@ class Shutdown:
                 return
         self._call_closer(closer)
 
+    def add_after_jobs(self, closer: Callable[[], object]) -> None:
+        """Call *closer()* once the jobs have ended, before the loop stops.
+
+        For parts that jobs use until their end (a pinned thread, the process
+        pool): they close after the last job, and before the resources exit.
+        Registered while the bridge is built; an error in *closer* is logged
+        as ``bridge.closer_error`` and never stops the shutdown.
+        """
+        self._after_jobs.append(closer)
+
+    def add_thread_source(self, source: Callable[[], Iterable[threading.Thread]]) -> None:
+        """Count the threads *source()* returns as the bridge's own (``threads_left``)."""
+        self._thread_sources.append(source)
+
     def owned_threads(self) -> list[threading.Thread]:
         """The threads the bridge started and may still run. Any thread."""
         threads = list(self._workers.threads())
+        for source in self._thread_sources:
+            threads.extend(source())
         if self.runner is not None:
             threads.append(self.runner.thread)
         if self.watchdog is not None:
@@ -162,6 +184,8 @@ class Shutdown:
         self._close_channels()
         self._run_closers()
         stuck = self._end_jobs(timeout)
+        for closer in self._after_jobs:
+            self._call_closer(closer)
         self._stop_threads()
         return ShutdownReport(
             finished=self._finished,
