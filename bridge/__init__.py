@@ -24,8 +24,8 @@ from ._job import Job as Job
 from ._job import JobInfo as JobInfo
 from ._job import JobState as JobState
 from ._process import ProcessResult as ProcessResult
-from ._registry import BridgeState as BridgeState
 from ._signals import handle_signals as handle_signals
+from ._state import BridgeState as BridgeState
 from ._stats import BridgeStats as BridgeStats
 from ._stats import ShutdownReport as ShutdownReport
 from ._typing import USE_DEFAULT as USE_DEFAULT

@@ -39,10 +39,11 @@ from ._loop import LoopThread
 from ._operations import BridgeOperations
 from ._processes import BridgeProcesses
 from ._procpool import ProcessPool
-from ._registry import BridgeState, Registry
+from ._registry import Registry
 from ._resources import ResourceStack
 from ._scheduler import Scheduler
 from ._shutdown import Shutdown
+from ._state import BridgeState
 from ._stats import BridgeStats, ShutdownReport
 from ._tools import BridgeTools
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack

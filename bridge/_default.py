@@ -19,7 +19,7 @@ from ._arguments import check_async_function
 from ._bridge import Bridge, OnConflict
 from ._exceptions import BridgeClosed
 from ._job import Job
-from ._registry import BridgeState
+from ._state import BridgeState
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 
 __all__ = ["blocking", "call", "default", "submit"]

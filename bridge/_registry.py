@@ -7,8 +7,11 @@ This is the only module that takes the bridge's lock. It owns:
 - the intake list (jobs accepted, not yet seen by the loop) and whether the
   loop has been woken for it;
 - the room (``max_pending``) and the Condition that submitters wait on;
-- the counters behind ``stats()``, and a bounded ring of the latest failures
-  (records of them: the jobs themselves are never kept once finished).
+- the counters behind ``stats()``, a bounded ring of the latest failures
+  (records of them: the jobs themselves are never kept once finished), and
+  the history of finished jobs (``_history.py``, changed only under the lock).
+
+Its state enum, :class:`BridgeState`, lives in ``_state.py``.
 
 Every change of a job's state goes through :meth:`Registry.begin`,
 :meth:`Registry.claim_cancel` or :meth:`Registry.finish`, each of which
@@ -34,7 +37,6 @@ jobs that need this lock.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import threading
 import time
@@ -44,10 +46,12 @@ from typing import Any, Final
 
 from ._exceptions import BridgeClosed, DuplicateJob, Overloaded
 from ._failures import FailureRecord
+from ._history import History
 from ._job import FINAL_STATES, CancelReason, Job, JobInfo, JobState
+from ._state import BridgeState
 from ._stats import BridgeStats
 
-__all__ = ["BridgeState", "Registry"]
+__all__ = ["Registry"]
 
 #: How many of the latest failures the registry keeps (for the pytest plugin).
 FAILURES_KEPT: Final = 256
@@ -55,28 +59,6 @@ FAILURES_KEPT: Final = 256
 _PENDING: Final = JobState.PENDING
 _RUNNING: Final = JobState.RUNNING
 _FAILED: Final = JobState.FAILED
-
-
-class BridgeState(enum.Enum):
-    """Where a bridge is in its life (:attr:`Bridge.state`)."""
-
-    #: Created; the loop thread starts at the first ``start()`` or ``submit()``.
-    NEW = "has not been started"
-    #: The loop runs and jobs are accepted.
-    RUNNING = "is running"
-    #: ``shutdown()`` has begun: no new jobs; the unfinished ones are ending.
-    CLOSING = "is shutting down"
-    #: ``shutdown()`` has returned its report.
-    CLOSED = "has been shut down"
-    #: The event loop stopped, or its thread died, without ``shutdown()``
-    #: asking: unfinished jobs failed, no new jobs; ``shutdown()`` still returns
-    #: a report (and leaves the bridge CLOSED).
-    BROKEN = "is broken: its event loop died"
-
-    __hash__ = object.__hash__
-
-    def __repr__(self) -> str:
-        return f"BridgeState.{self.name}"
 
 
 _ACCEPTING: Final = BridgeState.RUNNING
@@ -127,8 +109,7 @@ class Registry:
         self._overloaded = 0
         self._duplicates = 0
         self._closed_refusals = 0
-        # The info() fields of the latest finished jobs (Bridge(history=N)); None: off.
-        self._history: deque[tuple[Any, ...]] | None = deque(maxlen=history) if history else None
+        self._history = History(history)  # the latest finished jobs (Bridge(history=N))
         # Held strongly so that a dropped job still counts; bounded so that a
         # long-running process does not grow.
         self._failures: deque[FailureRecord] = deque(maxlen=FAILURES_KEPT)
@@ -306,8 +287,7 @@ class Registry:
             if state is _FAILED:
                 job._failure = FailureRecord(job.info(), error)
                 self._failures.append(job._failure)
-            if self._history is not None:  # before anyone sees the outcome
-                self._history.append(job._fields())
+            self._history.record(job)  # before anyone sees the outcome
             return previous
 
     # -- snapshots -------------------------------------------------------------------
@@ -357,21 +337,18 @@ class Registry:
     def history(self, kind: str | None = None) -> list[JobInfo]:
         """The latest finished jobs kept (of *kind*), newest first."""
         with self._lock:
-            kept = [] if self._history is None else list(self._history)
-        kept.reverse()
-        return [JobInfo(*fields) for fields in kept if kind is None or fields[2] == kind]
+            kept = self._history.snapshot()
+        return History.infos(kept, kind)
 
     def keep_history(self, size: int) -> None:
         """Keep the latest *size* finished jobs from now on (0: none)."""
         with self._lock:
-            kept = [] if self._history is None else list(self._history)
-            self._history = deque(kept, maxlen=size) if size else None
+            self._history.resize(size)
 
     @property
     def history_size(self) -> int:
         """How many finished jobs the history keeps (0: off)."""
-        history = self._history
-        return 0 if history is None or history.maxlen is None else history.maxlen
+        return self._history.size
 
     def room(self) -> tuple[int | None, int]:
         """``(max_pending, jobs holding room)``: the room left is their difference."""

@@ -44,9 +44,10 @@ from ._children import ChildGroups
 from ._exceptions import JobCancelled
 from ._job import Job, JobInfo, JobState
 from ._loop import LoopThread, cancel_leftover_tasks
-from ._registry import BridgeState, Registry
+from ._registry import Registry
 from ._resources import ResourceStack
 from ._scheduler import Scheduler, describe
+from ._state import BridgeState
 from ._stats import ShutdownReport
 from ._watchdog import Watchdog
 from ._workers import WorkerPool

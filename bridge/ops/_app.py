@@ -38,7 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from bridge._job import Job, JobInfo
-from bridge._registry import BridgeState
+from bridge._state import BridgeState
 
 from . import _metrics, _page
 from ._auth import bearer_ok, check_token, same_origin

@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bridge import _log
 from bridge._exceptions import BridgeClosed
-from bridge._registry import BridgeState
+from bridge._state import BridgeState
 
 from ._app import HISTORY, OpsApp, check_lag_limit
 from ._auth import check_token, is_loopback, new_token

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from bridge._job import Job, JobInfo
 from bridge._observers import JobObserver
-from bridge._registry import BridgeState
+from bridge._state import BridgeState
 from bridge._stats import BridgeStats, Capacity
 
 __all__ = ["JobLookup", "OpsTarget"]
