@@ -23,6 +23,7 @@ from ._exceptions import WrongThread as WrongThread
 from ._job import Job as Job
 from ._job import JobInfo as JobInfo
 from ._job import JobState as JobState
+from ._pinned import PinnedThread as PinnedThread
 from ._process import ProcessResult as ProcessResult
 from ._signals import handle_signals as handle_signals
 from ._state import BridgeState as BridgeState
@@ -45,6 +46,7 @@ __all__ = (
     "JobState",
     "JobTimeout",
     "Overloaded",
+    "PinnedThread",
     "ProcessFailed",
     "ProcessResult",
     "ShutdownReport",

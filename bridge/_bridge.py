@@ -37,6 +37,7 @@ from ._job import Job, JobInfo
 from ._lanes import Lane
 from ._loop import LoopThread
 from ._operations import BridgeOperations
+from ._pinned import PinnedThreads
 from ._processes import BridgeProcesses
 from ._procpool import ProcessPool
 from ._registry import Registry
@@ -181,6 +182,9 @@ class Bridge(BridgeTools, BridgeProcesses, BridgeOperations):
             self._channels.close_all,
             self._events,
         )
+        self._pinned = PinnedThreads()
+        self._shutdown.add_after_jobs(self._pinned.close_all)
+        self._shutdown.add_thread_source(self._pinned.threads)
 
     # -- identity ------------------------------------------------------------
 

@@ -47,6 +47,7 @@ __all__ = [
     "LOOP_BLOCKED",
     "LOOP_DIED",
     "OBSERVER_ERROR",
+    "PINNED_ERROR",
     "RESERVED",
     "RESOURCE_ERROR",
     "EventLog",
@@ -66,6 +67,7 @@ LOOP_BLOCKED: Final = "loop.blocked"
 LOOP_DIED: Final = "loop.died"
 OBSERVER_ERROR: Final = "observer.error"
 CLOSER_ERROR: Final = "closer.error"
+PINNED_ERROR: Final = "pinned.error"
 RESOURCE_ERROR: Final = "resource.error"
 
 #: The names a structlog logger method takes itself (``log.debug(event, **kw)``

@@ -27,12 +27,14 @@ from ._exceptions import WrongThread
 from ._intake import Intake
 from ._job import Job
 from ._map import map_jobs
+from ._pinned import PinnedThread, PinnedThreads
 from ._procpool import ProcessPool
 from ._resources import ResourceStack
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 from ._workers import WorkerPool
 
 if TYPE_CHECKING:
+    from . import _log
     from ._shutdown import Shutdown
 
 __all__ = ["BridgeTools"]
@@ -52,6 +54,13 @@ class BridgeTools:
         _workers: WorkerPool
         _shutdown: Shutdown
         _procpool: ProcessPool
+        _events: _log.EventLog
+        _pinned: PinnedThreads
+
+        @property
+        def name(self) -> str: ...
+
+        def start(self) -> Any: ...
 
         def _current_deadline(self) -> float | None: ...
 
@@ -243,6 +252,70 @@ class BridgeTools:
         check_blocking_function("fn", fn)
         future = self._workers.submit(fn, args)
         return await asyncio.wrap_future(future)
+
+    def pinned_thread(
+        self,
+        name: str,
+        initializer: Callable[[], object] | None = None,
+        idle: Callable[[], object] | None = None,
+        idle_interval: float = 0.01,
+        finalizer: Callable[[], object] | None = None,
+        max_queue: int = 1000,
+    ) -> PinnedThread:
+        """Start one thread, owned by the bridge, for a library that wants one thread.
+
+        The thread, named ``"<bridge name>-<name>"``, runs ``initializer()``,
+        then the functions sent with :meth:`PinnedThread.call` (any thread) and
+        :meth:`PinnedThread.run` (jobs), one at a time in order, calling
+        ``idle()`` at least every *idle_interval* seconds between them, and
+        ``finalizer()`` when it closes. For pjsua2: ``libRegisterThread`` (or
+        create the endpoint) in *initializer*, ``lambda: ep.libHandleEvents(10)``
+        as *idle*, hang up and ``libDestroy`` in *finalizer*.
+
+        Args:
+            name: the thread's name after the bridge's.
+            initializer: called first, on the thread; if it raises, every call
+                raises :class:`BridgeClosed` chained to its error, the
+                finalizer is not called and the thread ends.
+            idle: called on the thread whenever *idle_interval* seconds have
+                passed since its last call (it may block for a few ms);
+                ``None`` for none.
+            idle_interval: seconds between two ``idle()`` calls, > 0.
+            finalizer: called last, on the thread, after the calls queued.
+            max_queue: how many calls may wait; beyond, ``call()`` blocks and
+                ``run()`` waits.
+
+        Returns:
+            The :class:`PinnedThread`; the bridge closes it at shutdown, after
+            the jobs and before the resources.
+
+        Raises:
+            TypeError: *name* is not a str, or a function is not a plain
+                callable.
+            ValueError: *name* is empty, *idle_interval* <= 0 (or not
+                finite), *max_queue* < 1.
+            BridgeClosed: the bridge is shutting down or shut down.
+
+        Nothing is started when it raises. **Thread safety:** any thread (it
+        starts the bridge if needed); it does not wait for the initializer.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if not name:
+            raise ValueError("name must not be empty")
+        pinned = PinnedThread(
+            f"{self.name}-{name}",
+            initializer=initializer,
+            idle=idle,
+            idle_interval=idle_interval,
+            finalizer=finalizer,
+            max_queue=max_queue,
+            on_loop_thread=self._on_loop_thread,
+            events=self._events,
+        )
+        self.start()
+        self._pinned.start(pinned)
+        return pinned
 
 
 async def _anew_channel(maxsize: int) -> Channel[Any]:

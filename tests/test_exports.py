@@ -91,7 +91,7 @@ def _public_members(cls: type) -> list[tuple[str, object]]:
 
 @pytest.mark.parametrize(
     "cls",
-    [bridge_pkg.Bridge, bridge_pkg.Job, bridge_pkg.ShutdownReport],
+    [bridge_pkg.Bridge, bridge_pkg.Job, bridge_pkg.PinnedThread, bridge_pkg.ShutdownReport],
     ids=lambda cls: cls.__name__,
 )
 def test_every_public_method_has_a_docstring(cls: type) -> None:
