@@ -250,14 +250,16 @@ class Bridge(BridgeTools, BridgeProcesses, BridgeOperations):
         receive their cancellation and get a short grace to unwind. Jobs that
         still have not ended (they block the loop thread or ignore
         cancellation) are listed in :attr:`ShutdownReport.stuck` and resolved
-        with :class:`JobCancelled`. Then, on the loop, resources exit (one
+        with :class:`JobCancelled`. Then pinned threads (:meth:`pinned_thread`)
+        close, one second at most in all. Then, on the loop, resources exit (one
         second at most, in all), the tasks nobody owns are cancelled and the
         loop stops; the loop thread, worker threads and watchdog get half a
         second together to end, and those still alive are named in
         :attr:`ShutdownReport.threads_left`. Shutdown returns within *timeout*
         plus about one second, whatever the jobs do (plus up to one more for
-        resources slow to exit, and, while process jobs have live children,
-        their largest ``kill_grace``: see :meth:`run_process`).
+        resources slow to exit, one more for pinned threads slow to stop,
+        and, while process jobs have live children, their largest
+        ``kill_grace``: see :meth:`run_process`).
 
         Idempotent: later calls return the first report. If a call is
         interrupted (``KeyboardInterrupt``), the bridge stays CLOSING and the
