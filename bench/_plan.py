@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import channel, fire_and_forget, ops, telephony, tracing
+from . import channel, fire_and_forget, ops, process_map, process_run, telephony, tracing
 from ._approaches import APPROACHES
 
 __all__ = ["FULL", "SMOKE", "Measurement", "build_plan"]
@@ -26,6 +26,8 @@ FULL: dict[str, dict[str, Any]] = {
         "frame_bytes": 160,
     },
     "ops": {"n": 20_000, "warmup": 1_000, "threads": 8, "per_thread": 3_000},
+    "process_map": {"n": 128_319, "chunksize": 64},
+    "process_run": {"n": 1_000, "warmup": 50},
 }
 
 #: Sizes for ``make bench-smoke``: every code path, in a few seconds.
@@ -44,6 +46,8 @@ SMOKE: dict[str, dict[str, Any]] = {
         "frame_bytes": 160,
     },
     "ops": {"n": 200, "warmup": 20, "threads": 8, "per_thread": 30},
+    "process_map": {"n": 2_000, "chunksize": 64},
+    "process_run": {"n": 20, "warmup": 2},
 }
 
 
@@ -96,4 +100,7 @@ def build_plan(
     for mode in ops.MODES:
         for approach in ops.APPROACHES:
             add("ops", approach, "asyncio", mode, mode=mode)
+    for approach in process_map.APPROACHES:
+        add("process_map", approach, "asyncio")
+    add("process_run", process_run.APPROACH, "asyncio")
     return plan

@@ -1,91 +1,82 @@
-"""Bridge.process_map vs ProcessPoolExecutor.map(chunksize=64): throughput and parent RSS.
+"""Worker processes: ``Bridge.process_map`` vs ``ProcessPoolExecutor.map(chunksize=64)``.
 
-Each side runs in a fresh interpreter (``python -m bench.process_map one <side>``),
-so its peak RSS growth is its own: ``ru_maxrss`` after the run minus the RSS
-before it. Run ``python -m bench.process_map`` for both and the ratio.
+Both map a small CPU-bound function over 128,319 items from a generator, on
+as many forkserver workers as there are cores. ``Executor.map`` submits every
+chunk at once (each future holding its arguments); ``process_map`` pulls items
+only as workers free up. Figures: items/s and the parent's peak RSS growth
+(after a warm-up that starts the workers).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import gc
 import multiprocessing
 import os
-import resource
-import subprocess
-import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-N_ITEMS = 128_319
-CHUNKSIZE = 64
+from ._approaches import make_bridge
+from ._util import peak_rss_kib
+
+__all__ = ["APPROACHES", "run", "small_cpu"]
+
+APPROACHES = ("Bridge.process_map", "ProcessPoolExecutor.map")
+
+Mapper = Callable[[Iterable[int]], Iterable[int]]
 
 
 def small_cpu(x: int) -> int:
-    """A small CPU-bound function (a few microseconds)."""
+    """A small CPU-bound function (a few microseconds); workers import it by name."""
     total = 0
     for i in range(40):
         total += (x * i) % 7
     return total
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _items(n: int) -> Iterator[int]:
+    yield from range(n)
 
 
-def _run_one(side: str) -> dict[str, float]:
+def run(approach: str, loop_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Items/s and peak RSS growth of mapping :func:`small_cpu` over *n* generated items."""
     workers = os.cpu_count() or 1
-    items = (i for i in range(N_ITEMS))
-    expected = sum(small_cpu(i) for i in range(1000))
-    if side == "bridge":
-        from bridge import Bridge
-
-        b = Bridge("bench", process_workers=workers)
-        list(b.process_map(small_cpu, range(workers * 4)))  # start the pool
-        before = _rss_kib()
-        start = time.perf_counter()
-        total = 0
-        first = 0
-        for n, value in enumerate(b.process_map(small_cpu, items, chunksize=CHUNKSIZE)):
-            total += value
-            if n < 1000:
-                first += value
-        elapsed = time.perf_counter() - start
-        b.shutdown()
-    else:
+    chunksize = params["chunksize"]
+    if approach == "Bridge.process_map":
+        with make_bridge(loop_name, process_workers=workers) as b:
+            return _measure(
+                lambda items: b.process_map(small_cpu, items, chunksize=chunksize), params
+            )
+    if approach == "ProcessPoolExecutor.map":
         context = multiprocessing.get_context("forkserver")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as ex:
-            list(ex.map(small_cpu, range(workers * 4)))
-            before = _rss_kib()
-            start = time.perf_counter()
-            total = 0
-            first = 0
-            for n, value in enumerate(ex.map(small_cpu, items, chunksize=CHUNKSIZE)):
-                total += value
-                if n < 1000:
-                    first += value
-            elapsed = time.perf_counter() - start
-    assert first == expected
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"seconds": elapsed, "items_per_s": N_ITEMS / elapsed, "rss_growth_kib": peak - before}
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+            return _measure(
+                lambda items: executor.map(small_cpu, items, chunksize=chunksize), params
+            )
+    raise ValueError(f"unknown approach {approach!r}")
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "one":
-        print(json.dumps(_run_one(sys.argv[2])))
-        return
-    results = {}
-    for side in ("executor", "bridge"):
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.process_map", "one", side],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results[side] = json.loads(out.strip().splitlines()[-1])
-    ratio = results["bridge"]["items_per_s"] / results["executor"]["items_per_s"]
-    print(json.dumps({"items": N_ITEMS, **results, "throughput_ratio": ratio}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+def _measure(mapper: Mapper, params: dict[str, Any]) -> dict[str, Any]:
+    n = params["n"]
+    expected = [small_cpu(i) for i in range(1000)]
+    if list(mapper(_items(1000))) != expected:  # warm-up: the workers start here
+        raise AssertionError("wrong results in the warm-up")
+    gc.collect()
+    rss_before = peak_rss_kib()
+    start = time.perf_counter()
+    count = 0
+    for value in mapper(_items(n)):
+        if count < 1000 and value != expected[count]:
+            raise AssertionError(f"wrong or out-of-order result at item {count}")
+        count += 1
+    wall = time.perf_counter() - start
+    rss_after = peak_rss_kib()
+    if count != n:
+        raise AssertionError(f"{count} results for {n} items")
+    return {
+        "n": n,
+        "wall_s": wall,
+        "items_per_s": n / wall,
+        "rss_growth_mib": (rss_after - rss_before) / 1024.0,
+    }

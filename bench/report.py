@@ -130,6 +130,8 @@ _RT_BRIDGE = "roundtrip/Bridge.call/asyncio"
 _FF = "fire_and_forget/{}/asyncio"
 _CH = "channel/{}/asyncio/{}"
 _OPS = "ops/{}/asyncio/{}"
+_PM = "process_map/{}/asyncio"
+_PR = "process_run/run_process vs subprocess.run/asyncio"
 #: (what, measurement, figure, baseline measurement or None, its figure, op, limit)
 _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
     ("Bridge.call median round trip", _RT_BRIDGE, "median_us", BASE_RT, "median_us", "<=", 1.0),
@@ -204,6 +206,25 @@ _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
         for mode in ("latency", "throughput")
         for approach, limit in (("history + metrics", 0.9), ("history + metrics + spans", 0.7))
     ],
+    (
+        "process_map throughput vs ProcessPoolExecutor.map",
+        _PM.format("Bridge.process_map"),
+        "items_per_s",
+        _PM.format("ProcessPoolExecutor.map"),
+        "items_per_s",
+        ">=",
+        0.8,
+    ),
+    (
+        "process_map peak RSS growth (MiB)",
+        _PM.format("Bridge.process_map"),
+        "rss_growth_mib",
+        None,
+        "",
+        "<=",
+        32.0,
+    ),
+    ("run_process(['true']) / subprocess.run median", _PR, "ratio", None, "", "<=", 1.5),
     *[
         (
             f"telephony ({m} mode) p99 handoff (ms)",
@@ -509,6 +530,57 @@ def _ops(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _processes(summary: dict[str, Any]) -> list[str]:
+    base = summary.get(_PM.format("ProcessPoolExecutor.map"))
+    rows = [
+        [
+            approach,
+            f"{s['n']:,}",
+            _num(s["wall_s"], 2),
+            _num(s["items_per_s"]),
+            _x(s["items_per_s"], base["items_per_s"]) if base else "",
+            _num(s["rss_growth_mib"]),
+        ]
+        for (approach, _loop), s in _entries(summary, "process_map")
+    ]
+    lines = [
+        "A small CPU-bound function over items from a generator, chunks of 64, one "
+        "forkserver worker per core. `ProcessPoolExecutor.map` submits every chunk at "
+        "once; `process_map` pulls items as workers free up.",
+        "",
+        *_table(
+            ["approach", "items", "wall s", "items/s", "vs executor", "peak RSS growth MiB"], rows
+        ),
+    ]
+    pr = summary.get(_PR)
+    if pr is not None:
+        lines += [
+            '`run_process(["true"]).result()` and `subprocess.run(["true"])` handed to a '
+            "thread, alternating call by call in one process.",
+            "",
+            *_table(
+                ["round trip", "median us", "p99 us", "calls"],
+                [
+                    [
+                        "Bridge.run_process",
+                        _num(pr["bridge_median_us"]),
+                        _num(pr["bridge_p99_us"]),
+                        f"{pr['n']:,}",
+                    ],
+                    [
+                        "subprocess.run (thread)",
+                        _num(pr["stdlib_median_us"]),
+                        _num(pr["stdlib_p99_us"]),
+                        f"{pr['n']:,}",
+                    ],
+                ],
+            ),
+            f"Ratio of the medians: {pr['ratio']:.2f}x (median over the repetitions).",
+            "",
+        ]
+    return lines
+
+
 _SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("1. Round-trip latency", _roundtrip),
     ("2. Throughput, 8 threads", _throughput),
@@ -517,6 +589,7 @@ _SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("5. Tracing cost", _tracing),
     ("6. Telephony load", _telephony),
     ("7. Operations cost", _ops),
+    ("8. Processes", _processes),
 ]
 
 

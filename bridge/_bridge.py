@@ -147,7 +147,7 @@ class Bridge(BridgeTools, BridgeProcesses, BridgeOperations):
         check_count("process_workers", process_workers, allow_none=False)
         self._wire(lanes, max_pending, thread_workers, thread_initializer, history)
         self._procpool = ProcessPool(name, process_workers)  # no process until first use
-        self._at_shutdown(self._procpool.close)
+        self._shutdown.add_after_jobs(self._procpool.close)  # to_process calls may finish
 
     def _wire(
         self,

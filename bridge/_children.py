@@ -107,7 +107,7 @@ class ChildGroups:
 def _reap(pid: int) -> None:
     """Collect the exit status of child *pid* if nobody else has (no zombie).
 
-    The loop's child watcher may reap it first (then ``ChildProcessError``).
+    The loop's exit watch (``_child.py``) may reap it first (then ``ChildProcessError``).
     A process SIGKILLed a moment ago has exited within milliseconds; the short
     bounded wait covers that, never more.
     """

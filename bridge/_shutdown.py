@@ -181,12 +181,12 @@ class Shutdown:
         started = time.monotonic()
         if self._registry.begin_close() is BridgeState.NEW:
             self._run_closers()  # an operations server may serve a bridge never started
+            self._run_after_jobs()  # a process pool may serve one too (process_map)
             return ShutdownReport(0, (), (), 0.0)
         self._close_channels()
         self._run_closers()
         stuck = self._end_jobs(timeout)
-        for closer in self._after_jobs:
-            self._call_closer(closer)
+        self._run_after_jobs()
         self._stop_threads()
         return ShutdownReport(
             finished=self._finished,
@@ -197,6 +197,10 @@ class Shutdown:
             resource_errors=self._resource_errors(),
             threads_left=self._threads_left(),
         )
+
+    def _run_after_jobs(self) -> None:
+        for closer in self._after_jobs:
+            self._call_closer(closer)
 
     def _run_closers(self) -> None:
         """Close what was attached to the bridge (an operations server, metrics)."""

@@ -445,3 +445,44 @@ def test_path_like_args_cwd_and_env(bridge: Bridge, tmp_path: Path) -> None:
     ).result(timeout=10)
     assert result.stdout.decode().split() == [str(tmp_path), "y"]
     assert bridge.run_process([b"echo", b"hi"]).result(timeout=10).stdout == b"hi\n"
+
+
+# -- how the exit is learnt: a pidfd, or a waiting thread where there is none ----------------
+
+
+@pytest.fixture(params=["pidfd", "thread"])
+def exit_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the loop learns of a child's exit (no ``os.pidfd_open``: a thread waits)."""
+    if request.param == "thread":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    elif not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open here")
+    return str(request.param)
+
+
+def test_exit_status_output_and_input_either_way(bridge: Bridge, exit_watch: str) -> None:
+    code = "import sys; data = sys.stdin.read(); print(data.upper()); sys.exit(3)"
+    result = bridge.run_process([sys.executable, "-c", code], input=b"abc").result(timeout=10)
+    assert (result.returncode, result.stdout, result.truncated) == (3, b"ABC\n", False)
+    killed = bridge.run_process(["sh", "-c", "kill -9 $$"]).result(timeout=10)
+    assert killed.returncode == -signal.SIGKILL
+
+
+def test_cancel_kills_the_group_either_way(bridge: Bridge, exit_watch: str) -> None:
+    job, ready = start(bridge, GRANDCHILD)
+    pid = job.info().pid
+    assert job.cancel()
+    with pytest.raises(JobCancelled, match=f"child pid {pid} {expected_how('grandchild')}"):
+        job.result(timeout=10)
+    assert wait_gone([pid, ready.pid], bound=0.5) == []
+
+
+def test_on_uvloop(make_bridge: Callable[..., Bridge]) -> None:
+    pytest.importorskip("uvloop")
+    b = make_bridge(use_uvloop=True)
+    assert b.run_process(["sh", "-c", "echo hi; exit 2"]).result(timeout=10).stdout == b"hi\n"
+    job, ready = start(b, IGNORES_TERM)
+    assert job.cancel()
+    with pytest.raises(JobCancelled, match=expected_how("ignores_term")):
+        job.result(timeout=10)
+    assert wait_gone([ready.pid], bound=0.5) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,4 +247,25 @@ def test_shutdown_does_not_wait_for_a_running_worker(tmp_path: Path) -> None:
     assert report.stuck == ()
     with pytest.raises((BridgeClosed, JobCancelled)):
         j.result(timeout=1)
+    _assert_gone([worker])
+
+
+def test_to_process_finishing_within_shutdown_timeout_returns_its_result(tmp_path: Path) -> None:
+    gate = _Gate(tmp_path)
+    holder = os.open(gate.gate, os.O_RDWR)  # the worker reads the gate until this closes
+    b = Bridge("drain", process_workers=1)
+
+    async def job() -> int:
+        return await b.to_process(gated, gate.started, gate.gate)
+
+    j = b.submit(job, timeout=None)
+    worker = gate.wait_started()
+    shutdown_began = threading.Event()
+    b._shutdown.add_closer(shutdown_began.set)  # runs once shutdown has begun
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        report = pool.submit(b.shutdown, 30.0)
+        assert shutdown_began.wait(10)
+        os.close(holder)  # the worker finishes well within shutdown's timeout
+        assert report.result(timeout=30).cancelled == ()
+    assert j.result(timeout=1) == worker
     _assert_gone([worker])
