@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import channel, fire_and_forget, ops, telephony, tracing
+from . import channel, fire_and_forget, ops, streams, telephony, tracing
 from ._approaches import APPROACHES
 
 __all__ = ["FULL", "SMOKE", "Measurement", "build_plan"]
@@ -26,6 +26,7 @@ FULL: dict[str, dict[str, Any]] = {
         "frame_bytes": 160,
     },
     "ops": {"n": 20_000, "warmup": 1_000, "threads": 8, "per_thread": 3_000},
+    "streams": {"n": 500_000, "latency_n": 20_000},
 }
 
 #: Sizes for ``make bench-smoke``: every code path, in a few seconds.
@@ -44,6 +45,7 @@ SMOKE: dict[str, dict[str, Any]] = {
         "frame_bytes": 160,
     },
     "ops": {"n": 200, "warmup": 20, "threads": 8, "per_thread": 30},
+    "streams": {"n": 2_000, "latency_n": 200},
 }
 
 
@@ -96,4 +98,6 @@ def build_plan(
     for mode in ops.MODES:
         for approach in ops.APPROACHES:
             add("ops", approach, "asyncio", mode, mode=mode)
+    for approach, variant in streams.PLAN:
+        add("streams", approach, "asyncio", variant, measure=variant)
     return plan
