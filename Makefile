@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test test-all test-long lint check bench bench-smoke clean
+.PHONY: demo test test-all test-long lint check bench bench-quick bench-smoke clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ check: lint test
 # measurement, interleaved repetitions; results go to bench/results/.
 bench: $(VENV)/.installed-dev,bench
 	$(PY) -m bench
+
+# The cases with targets, smaller sizes, 3 repetitions: under 3 minutes, for
+# comparing Pythons; writes to a temporary directory (BENCH_ARGS='--out DIR').
+BENCH_ARGS ?=
+bench-quick: $(VENV)/.installed-dev,bench
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 # Every benchmark case with tiny sizes, in seconds; writes to a temporary directory.
 bench-smoke: $(VENV)/.installed-dev,bench

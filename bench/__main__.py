@@ -1,4 +1,4 @@
-"""The driver: ``python -m bench [--smoke] [--reps N] [--out DIR] [--case NAME ...]``.
+"""The driver: ``python -m bench [--smoke | --quick] [--reps N] [--out DIR] [--case NAME ...]``.
 
 Runs every measurement of the plan in a fresh subprocess, repetition after
 repetition, interleaved (A B C, A B C, ...), so that drift on a shared machine
@@ -19,20 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from ._plan import FULL, SMOKE, Measurement, build_plan
+from ._plan import FULL, QUICK, SMOKE, Measurement, build_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
     args = _parse_args()
-    sizes = SMOKE if args.smoke else FULL
-    reps = args.reps if args.reps is not None else (1 if args.smoke else 5)
-    plan = build_plan(sizes, set(args.case) if args.case else None)
+    if args.smoke and args.quick:
+        raise SystemExit("--smoke and --quick: choose one")
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    sizes = {"smoke": SMOKE, "quick": QUICK, "full": FULL}[mode]
+    reps = args.reps if args.reps is not None else {"smoke": 1, "quick": 3, "full": 5}[mode]
+    plan = build_plan(sizes, set(args.case) if args.case else None, quick=args.quick)
     if args.out is not None:
         out = Path(args.out)
-    elif args.smoke:  # never overwrite the committed results
-        out = Path(tempfile.mkdtemp(prefix="bridge-bench-smoke-"))
+    elif mode != "full":  # never overwrite the committed results
+        out = Path(tempfile.mkdtemp(prefix=f"bridge-bench-{mode}-"))
     else:
         out = ROOT / "bench" / "results"
     machine = report.machine(load_before=os.getloadavg())
@@ -44,7 +47,7 @@ def main() -> int:
             runs[measurement.id].append(_run_child(measurement, args.child_timeout))
     machine["load_after"] = os.getloadavg()
     run = {
-        "mode": "smoke" if args.smoke else "full",
+        "mode": mode,
         "reps": reps,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
@@ -66,7 +69,13 @@ def main() -> int:
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition")
-    parser.add_argument("--reps", type=int, help="repetitions (default 5; smoke 1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the targets' cases only, smaller sizes, 3 repetitions: under 3 minutes "
+        "(for the Python matrix); writes to a temporary directory unless --out",
+    )
+    parser.add_argument("--reps", type=int, help="repetitions (default 5; quick 3; smoke 1)")
     parser.add_argument("--out", help="output directory (default bench/results; smoke: a temp dir)")
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--child-timeout", type=float, default=900.0, help="seconds per process")

@@ -7,22 +7,30 @@ calling thread until its value is back.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from bridge import Bridge
 
 from ._util import echo, loop_kind, loop_thread
 
-__all__ = ["APPROACHES", "blocking_call", "make_bridge"]
+__all__ = ["APPROACHES", "FLOOR", "blocking_call", "floor_submit", "make_bridge"]
+
+#: The floor of a cross-thread hop: ``loop.call_soon_threadsafe`` starts a task,
+#: whose done callback resolves a plain ``concurrent.futures.Future``. No
+#: bookkeeping at all: what any approach that returns a Future pays at least.
+FLOOR = "floor: call_soon_threadsafe + Future"
 
 #: Approach name -> loops it applies to.
 APPROACHES: dict[str, tuple[str, ...]] = {
     "Bridge.call": ("asyncio", "uvloop"),
     "Bridge.submit().result()": ("asyncio", "uvloop"),
     "run_coroutine_threadsafe": ("asyncio", "uvloop"),
+    FLOOR: ("asyncio", "uvloop"),
     "anyio BlockingPortal.call": ("asyncio", "uvloop"),
     "thread + asyncio.run": ("asyncio", "uvloop"),
 }
@@ -51,6 +59,10 @@ def blocking_call(approach: str, loop_name: str) -> Iterator[Callable[[Any], Any
         with loop_thread(loop_name) as loop:
             rcts = asyncio.run_coroutine_threadsafe
             yield lambda value: rcts(echo(value), loop).result()
+    elif approach == FLOOR:
+        with loop_thread(loop_name) as loop:
+            submit = floor_submit(loop)
+            yield lambda value: submit(echo(value)).result()
     elif approach == "anyio BlockingPortal.call":
         from anyio.from_thread import start_blocking_portal
 
@@ -61,6 +73,34 @@ def blocking_call(approach: str, loop_name: str) -> Iterator[Callable[[Any], Any
         yield lambda value: _thread_and_run(value, loop_name)
     else:
         raise ValueError(f"unknown approach {approach!r}")
+
+
+def floor_submit(
+    loop: asyncio.AbstractEventLoop,
+) -> Callable[[Coroutine[Any, Any, Any]], concurrent.futures.Future[Any]]:
+    """``submit(coro) -> Future``: the floor (see :data:`FLOOR`) on *loop*."""
+    call_soon_threadsafe = loop.call_soon_threadsafe
+    create_task = loop.create_task
+
+    def resolve(future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            future.cancel()
+            return
+        error = task.exception()
+        if error is None:
+            future.set_result(task.result())
+        else:
+            future.set_exception(error)
+
+    def start(coro: Coroutine[Any, Any, Any], future: concurrent.futures.Future[Any]) -> None:
+        create_task(coro).add_done_callback(functools.partial(resolve, future))
+
+    def submit(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call_soon_threadsafe(start, coro, future)
+        return future
+
+    return submit
 
 
 def _thread_and_run(value: Any, loop_name: str) -> Any:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import channel, fire_and_forget, ops, process_map, process_run, streams, telephony, tracing
-from ._approaches import APPROACHES
+from ._approaches import APPROACHES, FLOOR
 
-__all__ = ["FULL", "SMOKE", "Measurement", "build_plan"]
+__all__ = ["FULL", "QUICK", "SMOKE", "Measurement", "build_plan"]
 
 #: Sizes for ``make bench``: the issue's numbers.
 FULL: dict[str, dict[str, Any]] = {
@@ -30,6 +30,24 @@ FULL: dict[str, dict[str, Any]] = {
     "process_run": {"n": 1_000, "warmup": 50},
     "streams": {"n": 500_000, "latency_n": 20_000},
 }
+
+#: Sizes for ``make bench-quick`` (the Python matrix): the cases the issue's
+#: targets name, with enough samples for medians, in under three minutes.
+QUICK: dict[str, dict[str, Any]] = {
+    **FULL,
+    "roundtrip": {"n": 5_000, "warmup": 500, "slow_divisor": 10},
+    "throughput": {"threads": 8, "per_thread": 1_000, "warmup": 100},
+    "channel": {"n": 200_000, "maxsize": 0},
+    "tracing": {"threads": 8, "per_thread": 1_000, "warmup": 100},
+    "telephony": {**FULL["telephony"], "duration": 3.0},
+}
+
+#: What quick mode leaves out: the slow outliers of the round trip (they are
+#: not targets) and every loop but asyncio where a case is not about uvloop.
+_QUICK_SKIP: frozenset[str] = frozenset({"anyio BlockingPortal.call", "thread + asyncio.run"})
+_QUICK_CASES: frozenset[str] = frozenset(
+    {"roundtrip", "throughput", "fire_and_forget", "channel", "tracing", "telephony"}
+)
 
 #: Sizes for ``make bench-smoke``: every code path, in a few seconds.
 SMOKE: dict[str, dict[str, Any]] = {
@@ -70,19 +88,30 @@ class Measurement:
 
 
 def build_plan(
-    sizes: dict[str, dict[str, Any]], cases: set[str] | None = None
+    sizes: dict[str, dict[str, Any]], cases: set[str] | None = None, quick: bool = False
 ) -> list[Measurement]:
-    """Every measurement of one repetition, in the order they run."""
+    """Every measurement of one repetition, in the order they run.
+
+    *quick*: only the cases with targets, without the slow round-trip outliers,
+    fire-and-forget and telephony on asyncio only.
+    """
     plan: list[Measurement] = []
 
     def add(case: str, approach: str, loop: str, variant: str = "", **extra: Any) -> None:
-        if cases is None or case in cases:
-            plan.append(Measurement(case, approach, loop, {**sizes[case], **extra}, variant))
+        if cases is not None and case not in cases:
+            return
+        if quick and (
+            case not in _QUICK_CASES
+            or approach in _QUICK_SKIP
+            or (loop == "uvloop" and case in ("fire_and_forget", "telephony"))
+        ):
+            return
+        plan.append(Measurement(case, approach, loop, {**sizes[case], **extra}, variant))
 
     for approach, loops in APPROACHES.items():
         for loop in loops:
             add("roundtrip", approach, loop)
-    for approach in ("Bridge.call", "run_coroutine_threadsafe"):
+    for approach in ("Bridge.call", "run_coroutine_threadsafe", FLOOR):
         for loop in ("asyncio", "uvloop"):
             add("throughput", approach, loop)
     add("throughput", "anyio BlockingPortal.call", "asyncio")

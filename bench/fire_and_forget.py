@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._approaches import make_bridge
+from ._approaches import FLOOR, floor_submit, make_bridge
 from ._util import echo, loop_thread, peak_rss_kib
 
 __all__ = ["run"]
 
-APPROACHES = ("Bridge.submit", "run_coroutine_threadsafe")
+APPROACHES = ("Bridge.submit", "run_coroutine_threadsafe", FLOOR)
 
 
 def run(approach: str, loop_name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -26,6 +26,10 @@ def run(approach: str, loop_name: str, params: dict[str, Any]) -> dict[str, Any]
         with loop_thread(loop_name) as loop:
             rcts = asyncio.run_coroutine_threadsafe
             return _burst(lambda i: rcts(echo(i), loop), params)
+    if approach == FLOOR:
+        with loop_thread(loop_name) as loop:
+            submit = floor_submit(loop)
+            return _burst(lambda i: submit(echo(i)), params)
     raise ValueError(f"unknown approach {approach!r}")
 
 
@@ -48,4 +52,5 @@ def _burst(submit: Callable[[int], concurrent.futures.Future[Any]], params: dict
         "wall_s": wall,
         "submit_s": submitted - start,
         "rss_growth_mib": (rss_after - rss_before) / 1024.0,
+        "bytes_per_job": (rss_after - rss_before) * 1024.0 / n,
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, Protocol, TypeVar, final
 
 from ._exceptions import JobCancelled
-from ._future import FINISHED, PENDING, SlimFuture
+from ._future import FINISHED, PENDING, SlimCondition, SlimFuture
 
 __all__ = [
     "CancelReason",
@@ -204,9 +204,9 @@ class Job(SlimFuture[T], Generic[T]):
         self._state = PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Any], object]] = []
-        self._lazy_condition: threading.Condition | None = None
+        self._lazy_waiters: list[Any] | None = None
+        self._lazy_callbacks: list[Callable[[Any], object]] | None = None
+        self._lazy_condition: SlimCondition | None = None
         self._owner = owner
         #: The job's number, unique within its bridge.
         self.id: Final = job_id

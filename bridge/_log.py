@@ -1,8 +1,10 @@
 """Tracing: the structlog events the bridge emits, and how it emits them.
 
-The bridge logs through ``structlog.get_logger("bridge")``, a lazy proxy that is
-resolved at every call, so whatever configuration (or ``capture_logs()``) is in
-force at that moment sees the event. The bridge never configures structlog or
+The bridge logs through ``structlog.get_logger("bridge")``, a lazy proxy; each
+bridge binds it once per structlog configuration (as structlog's
+``cache_logger_on_first_use`` would, but bound again whenever structlog is
+configured again), so whatever configuration (or ``capture_logs()``) is in force
+when an event is emitted sees the event. The bridge never configures structlog or
 the standard library's logging.
 
 Per-job debug events are emitted only once the application has configured
@@ -126,13 +128,17 @@ class EventLog:
     handler may call it).
     """
 
-    __slots__ = ("_name", "_reported")
+    __slots__ = ("_bound", "_name", "_reported")
 
     def __init__(self, bridge_name: str) -> None:
         self._name = bridge_name
         # Taken once and never released: the first failure to acquire it
         # reports. acquire(blocking=False) is atomic and never waits.
         self._reported = threading.Lock()
+        # (processors, context class, wrapper class, logger factory, logger):
+        # the logger bound from the configuration those four name. One tuple,
+        # replaced whole (one atomic assignment), never changed.
+        self._bound: tuple[Any, Any, Any, Any, Any] | None = None
 
     def __repr__(self) -> str:
         reported = "reported an error" if self._reported.locked() else "no error"
@@ -146,10 +152,40 @@ class EventLog:
         A field named like one of :data:`RESERVED` is renamed, never refused.
         """
         try:
-            getattr(logger, level)(event, **safe_fields(fields))
+            getattr(self._logger(), level)(event, **safe_fields(fields))
         except Exception as exc:  # noqa: BLE001 - reported below, never raised
             if self._reported.acquire(blocking=False):
                 LoggingFailure(self._name, event, exc).report()
+
+    def _logger(self) -> Any:
+        """The logger bound from structlog's configuration in force now.
+
+        Bound once per configuration, not once per event: the lazy proxy
+        (:data:`logger`) assembles a new bound logger at every call, half the
+        cost of an event. Any ``structlog.configure()`` (``capture_logs()``
+        entering or leaving included) installs new processors, so the next
+        event binds again. A logger bound while the configuration changed is
+        used once and not kept.
+        """
+        config = structlog.get_config()
+        processors = config["processors"]
+        context_class = config["context_class"]
+        wrapper_class = config["wrapper_class"]
+        factory = config["logger_factory"]
+        bound = self._bound
+        if (
+            bound is not None
+            and bound[0] is processors
+            and bound[1] is context_class
+            and bound[2] is wrapper_class
+            and bound[3] is factory
+        ):
+            return bound[4]
+        fresh = logger.bind()
+        # Kept only if it was bound from the configuration read above.
+        if getattr(fresh, "_processors", processors) is processors and type(fresh) is wrapper_class:
+            self._bound = (processors, context_class, wrapper_class, factory, fresh)
+        return fresh
 
 
 def emit(level: str, event: str, fields: dict[str, Any]) -> None:

@@ -15,11 +15,10 @@ a job's state is the registry's.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import _fork, _log
@@ -30,6 +29,7 @@ from ._job import CancelReason, Job, JobState, one_line
 from ._lanes import Lane
 from ._observers import Observers
 from ._registry import Registry
+from ._tasks import EAGER, EMPTY_CONTEXT, create_eager_task, create_task, task_context
 
 __all__ = ["Scheduler", "describe"]
 
@@ -40,20 +40,8 @@ _FAILED: Final = JobState.FAILED
 _CANCELLED: Final = JobState.CANCELLED
 _TIMED_OUT: Final = JobState.TIMED_OUT
 _DEADLINE: Final = CancelReason.DEADLINE
-
-if sys.version_info >= (3, 11):
-
-    def _create_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], ctx: contextvars.Context
-    ) -> asyncio.Task[None]:
-        return loop.create_task(coro, context=ctx)
-
-else:  # pragma: no cover - 3.10 only
-
-    def _create_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], ctx: contextvars.Context
-    ) -> asyncio.Task[None]:
-        return ctx.run(loop.create_task, coro)
+#: At most this many jobs start per turn of the loop (see Scheduler._drain).
+SLICE: Final = 256
 
 
 class Scheduler:
@@ -73,6 +61,8 @@ class Scheduler:
         #: The loop thread's ident (compared by every blocking call).
         self.loop_ident: int | None = None
         self._deadlines: Deadlines | None = None
+        # Jobs taken from the registry, not yet started (loop thread only).
+        self._backlog: deque[Job[Any]] = deque()
         self._fork_generation = -1  # _fork.generation when the loop started
 
     def attach(self, loop: asyncio.AbstractEventLoop, ident: int) -> None:
@@ -174,7 +164,8 @@ class Scheduler:
 
     def fields(self, job: Job[Any], **extra: Any) -> dict[str, Any]:
         """The fields of a job's event: its submit-time bindings, then its own."""
-        fields = job._ctx.run(_log.bindings)
+        ctx = job._ctx
+        fields = {} if ctx is EMPTY_CONTEXT else ctx.run(_log.bindings)
         fields["job_id"] = job.id
         fields["key"] = job.key
         fields["kind"] = job.kind
@@ -185,10 +176,38 @@ class Scheduler:
     # -- loop thread: starting ------------------------------------------------------
 
     def _drain(self) -> None:
-        """Start every job accepted since the last drain (one wake-up per burst)."""
+        """Start the jobs accepted since the last drain (one wake-up per burst).
+
+        At most :data:`SLICE` per turn of the loop; the rest wait, in order, in
+        the backlog: a burst never has thousands of tasks alive at once.
+        """
         batch = self._registry.take_intake()
+        backlog = self._backlog
+        if backlog:  # a slice is already scheduled: the new jobs queue behind it
+            backlog.extend(batch)
+        elif len(batch) <= SLICE:
+            self._start_slice(batch)
+        else:
+            backlog.extend(batch)
+            self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        """Start the next :data:`SLICE` jobs of the backlog; schedule the rest."""
+        backlog = self._backlog
+        count = min(SLICE, len(backlog))
+        batch = [backlog.popleft() for _ in range(count)]
+        self._start_slice(batch)
+        if backlog:
+            assert self.loop is not None
+            self.loop.call_soon(self._drain_backlog)
+
+    def _start_slice(self, batch: list[Job[Any]]) -> None:
+        if EAGER:
+            self._start_eagerly(batch)
+            return
         for job in batch:
-            self._launch(job)
+            if self._launch(job):
+                self._start_task(job, checked=True)
         if batch:
             # Runs after the first step of every task just created (the ready
             # queue is FIFO): catches a task cancelled before that step, which
@@ -196,31 +215,44 @@ class Scheduler:
             assert self.loop is not None
             self.loop.call_soon(self._check_started, batch)
 
+    def _start_eagerly(self, batch: list[Job[Any]]) -> None:
+        """3.12+: create the tasks of *batch*, each taking its first step now.
+
+        A failure's frames reach these frames (``f_back``): none may hold a job
+        when it returns, so *batch* (the callers' list too) is emptied first.
+        No ``_check_started``: a task has taken its first step already.
+        """
+        loop = self.loop
+        assert loop is not None
+        starts = [(self._run(job), task_context(job)) for job in batch if self._launch(job)]
+        batch.clear()
+        for coro, ctx in starts:
+            create_eager_task(loop, coro, ctx)
+
     def _check_started(self, batch: list[Job[Any]]) -> None:
         for job in batch:
             task = job._task
             if task is not None and job._job_state is _PENDING and task.done():
                 self._task_done(job, task)
 
-    def _launch(self, job: Job[Any]) -> None:
+    def _launch(self, job: Job[Any]) -> bool:
+        """Arm *job*'s deadline and take its lane place; return whether it starts now."""
         if job._job_state is not _PENDING or job._cancel is not None:
-            return  # ended, or its cancellation is on its way to _deliver
+            return False  # ended, or its cancellation is on its way to _deliver
         deadline = job._deadline_at
         if deadline is not None:
             if deadline <= time.monotonic():
                 self._expire_job(job)
-                return
+                return False
             assert self._deadlines is not None
             self._deadlines.add(deadline, job.id, len(self._active_ids))
         lane = self._lanes.get(job.kind)
-        if lane is None or lane.admit(job):
-            self._start_task(job, checked=True)
+        return lane is None or lane.admit(job)
 
     def _start_task(self, job: Job[Any], *, checked: bool = False) -> None:
         """Create the job's task; *checked*: _drain's _check_started covers it."""
         assert self.loop is not None
-        # The task runs in a copy: job._ctx stays as submit() saw it, for tracing.
-        task = _create_task(self.loop, self._run(job), job._ctx.copy())
+        task = create_task(self.loop, self._run(job), task_context(job))
         job._task = task
         if not checked:
             task.add_done_callback(lambda t: self._task_done(job, t))
@@ -231,6 +263,8 @@ class Scheduler:
         The job leaves this frame's locals before it returns: a failure's
         frames keep this frame alive (``f_back``), and through it the job.
         """
+        if job._task is None:  # an eager task: its first step runs inside its creation
+            job._task = asyncio.current_task()
         try:
             begun = self._begin(job)
             if begun is None:
@@ -340,6 +374,7 @@ class Scheduler:
         """Drop every job still queued in a lane (the loop has stopped)."""
         for lane in self._lanes.values():
             lane.clear()
+        self._backlog.clear()
 
     # -- helpers --------------------------------------------------------------------------
 
