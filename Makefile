@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test test-all test-long lint check bench bench-smoke clean
+.PHONY: demo test test-all test-long lint check bench bench-smoke docs clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ bench: $(VENV)/.installed-dev,bench
 # Every benchmark case with tiny sizes, in seconds; writes to a temporary directory.
 bench-smoke: $(VENV)/.installed-dev,bench
 	$(PY) -m bench --smoke
+
+# The documentation site (docs/, mkdocs.yml): MkDocs with Material and
+# mkdocstrings, from the docs extra; built offline into site/, and --strict
+# turns every warning (a broken link, a missing reference) into a failure.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life notice (docs/about-these-docs.md).
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache build dist
