@@ -30,8 +30,10 @@ $(VENV)/.installed-sip: pyproject.toml | $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev $(VENV)/.installed-sip
 	$(PY) -m pytest
 
-# The suite on the other supported Pythons, 3.10, 3.12 and 3.13, one after the
-# other, each in a virtualenv under .nox/ that nox (from .[dev]) makes and keeps.
+# The library's tests on the other supported Pythons, 3.10, 3.12 and 3.13, one
+# after the other, each in a virtualenv under .nox/ that nox (from .[dev]) makes
+# and keeps. The examples', docs' and browser tests run on 3.11 only (`make test`;
+# noxfile.py's ON_311_ONLY lists them).
 # noxfile.py finds the interpreters (PATH, then ~/.pyenv/versions) and skips a
 # missing one, or fails it when BRIDGE_REQUIRE_ALL_PYTHONS=1, as CI sets.
 # NOX_ARGS passes arguments on: NOX_ARGS='-s "tests(3.12)" -- -k cancel -x'.
