@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import channel, fire_and_forget, ops, process_map, process_run, telephony, tracing
+from . import channel, fire_and_forget, ops, process_map, process_run, streams, telephony, tracing
 from ._approaches import APPROACHES
 
 __all__ = ["FULL", "SMOKE", "Measurement", "build_plan"]
@@ -28,6 +28,7 @@ FULL: dict[str, dict[str, Any]] = {
     "ops": {"n": 20_000, "warmup": 1_000, "threads": 8, "per_thread": 3_000},
     "process_map": {"n": 128_319, "chunksize": 64},
     "process_run": {"n": 1_000, "warmup": 50},
+    "streams": {"n": 500_000, "latency_n": 20_000},
 }
 
 #: Sizes for ``make bench-smoke``: every code path, in a few seconds.
@@ -48,6 +49,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "ops": {"n": 200, "warmup": 20, "threads": 8, "per_thread": 30},
     "process_map": {"n": 2_000, "chunksize": 64},
     "process_run": {"n": 20, "warmup": 2},
+    "streams": {"n": 2_000, "latency_n": 200},
 }
 
 
@@ -103,4 +105,6 @@ def build_plan(
     for approach in process_map.APPROACHES:
         add("process_map", approach, "asyncio")
     add("process_run", process_run.APPROACH, "asyncio")
+    for approach, variant in streams.PLAN:
+        add("streams", approach, "asyncio", variant, measure=variant)
     return plan

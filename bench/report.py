@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import streams
 from ._plan import Measurement
 from ._util import percentile
 
@@ -249,6 +250,15 @@ _TARGETS: list[tuple[str, str, str, str | None, str, str, float]] = [
         )
         for m in ("frame", "tick")
     ],
+    (
+        "Bridge.iterate throughput (buffer=64) vs channel + job",
+        "streams/Bridge.iterate/asyncio/throughput",
+        "items_per_s",
+        "streams/channel+job/asyncio/throughput",
+        "items_per_s",
+        ">=",
+        1.0,
+    ),
 ]
 
 
@@ -590,6 +600,7 @@ _SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("6. Telephony load", _telephony),
     ("7. Operations cost", _ops),
     ("8. Processes", _processes),
+    ("9. Streams (Bridge.iterate)", streams.section),
 ]
 
 

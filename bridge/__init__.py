@@ -20,6 +20,7 @@ from ._exceptions import JobTimeout as JobTimeout
 from ._exceptions import Overloaded as Overloaded
 from ._exceptions import ProcessFailed as ProcessFailed
 from ._exceptions import WrongThread as WrongThread
+from ._iterate import JobIterator as JobIterator
 from ._job import Job as Job
 from ._job import JobInfo as JobInfo
 from ._job import JobState as JobState
@@ -43,6 +44,7 @@ __all__ = (
     "Job",
     "JobCancelled",
     "JobInfo",
+    "JobIterator",
     "JobState",
     "JobTimeout",
     "Overloaded",

@@ -46,6 +46,7 @@ from ._scheduler import Scheduler
 from ._shutdown import Shutdown
 from ._state import BridgeState
 from ._stats import BridgeStats, ShutdownReport
+from ._streams import BridgeStreams
 from ._tools import BridgeTools
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
 from ._watchdog import Watchdog
@@ -66,7 +67,7 @@ WhenFull = Literal["block", "reject"]
 _WHEN_FULL: Final = frozenset({"block", "reject"})
 
 
-class Bridge(BridgeTools, BridgeProcesses, BridgeOperations):
+class Bridge(BridgeTools, BridgeStreams, BridgeProcesses, BridgeOperations):
     """One background event-loop thread that runs coroutines for any thread.
 
     Every coroutine it runs is a :class:`Job`, accounted for from ``submit()``

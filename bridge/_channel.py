@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar, final
 
 import janus
@@ -47,6 +48,10 @@ class Channel(Generic[T]):
     Created by :meth:`Bridge.channel`. A media thread ``put``\\ s frames on
     :attr:`sync_q`; a coroutine on the bridge ``await``\\ s them from
     :attr:`async_q` (and the other way round for replies).
+
+    Iterable on both sides: ``async for item in channel`` on the loop and
+    ``for item in channel.sync_iter()`` on a thread take the items until the
+    channel is closed and drained, then end cleanly.
 
     :meth:`close` (also done by the bridge when it shuts down, even when only
     one side of the channel is still referenced) wakes every ``put``/``get``
@@ -85,9 +90,48 @@ class Channel(Generic[T]):
         """Refuse new items and wake every blocked ``put``/``get``. Any thread; idempotent."""
         self._queue.shutdown(immediate=False)
 
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``async for item in channel``: the items, until the channel is closed and empty.
+
+        **Thread safety:** coroutines on the bridge's loop. **Cancellation:**
+        cancelling the consuming task ends the wait; no item is lost.
+        """
+        return _AsyncItems(self._queue.async_q)
+
+    def sync_iter(self) -> Iterator[T]:
+        """``for item in channel.sync_iter()``: the items, until closed and empty.
+
+        Each step blocks while the channel is open and empty. **Thread
+        safety:** any thread but the loop's (where a blocking ``get`` would
+        stop the loop that puts the items).
+        """
+        get = self._queue.sync_q.get
+        while True:
+            try:
+                item = get()
+            except janus.SyncQueueShutDown:
+                return
+            yield item
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Channel maxsize={self.maxsize} size={self._queue.sync_q.qsize()} {state}>"
+
+
+@final
+class _AsyncItems(AsyncIterator[T]):
+    """The async iterator of one ``async for`` over a channel."""
+
+    __slots__ = ("_get",)
+
+    def __init__(self, async_q: janus.AsyncQueue[T]) -> None:
+        self._get = async_q.get
+
+    async def __anext__(self) -> T:
+        try:
+            return await self._get()
+        except janus.AsyncQueueShutDown:
+            raise StopAsyncIteration from None
 
 
 @final

@@ -12,7 +12,8 @@ The helper thread runs ``on_signal()``, then ``shutdown(timeout)`` on the
 bridge, logs the report (``signal.shutdown``), runs the interpreter's exit
 functions (so multiprocessing's finalizers run: no ``resource_tracker``
 warning), and has the signal delivered again with its default disposition,
-so the parent sees the process die by that signal.
+so the parent sees the process die by that signal; or, when ``on_signal``
+returned an exit status (a server that drained its calls), exits with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -61,6 +63,7 @@ class _Handling:
         # Written by the handler (main thread) before wake.set(), read by the helper after wait().
         self.signum: int | None = None
         self.done = False  # the helper finished; the next delivery is its own
+        self.status: int | None = None  # what on_signal returned, if an exit status
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: wake the helper; a second signal exits at once."""
@@ -88,6 +91,8 @@ class _Handling:
         self._shutdown(signum)
         atexit._run_exitfuncs()  # what a normal exit would run: logging, multiprocessing
         atexit._clear()  # run once, even if the main thread exits normally meanwhile
+        if self.status is not None:
+            _flush_and_exit(self.status)
         self.done = True
         # To the main thread, so that a blocking call there is interrupted and
         # its handler re-raises the signal with the default disposition.
@@ -99,7 +104,7 @@ class _Handling:
         name = signal.Signals(signum).name
         try:
             if self.on_signal is not None:
-                self.on_signal()
+                self.status = _exit_status(self.on_signal())
         except Exception as exc:
             _logger.error(SIGNAL_ERROR, signal=name, stage="on_signal", exc_info=exc)
         try:
@@ -123,6 +128,24 @@ class _Handling:
         )
 
 
+def _exit_status(returned: object) -> int | None:
+    """*returned* (what ``on_signal`` returned) if it is an exit status."""
+    if isinstance(returned, int) and not isinstance(returned, bool):
+        return returned
+    return None
+
+
+def _flush_and_exit(status: int) -> None:
+    """End the process with *status*, what was printed flushed (``os._exit`` does not)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # closed or broken: nothing more can reach it
+    os._exit(status)
+
+
 def _default_bridge() -> Bridge | None:
     """The default bridge if one exists (never creates one: nothing to shut down)."""
     from ._default import _state
@@ -143,7 +166,11 @@ def handle_signals(
     are cancelled; worker processes are terminated), the report logged as
     ``signal.shutdown``, the interpreter's exit functions, and the process
     dies by that signal (the parent sees it: ``-2`` from ``subprocess``, or
-    status 130 from a shell; 143 for SIGTERM). A second signal meanwhile exits
+    status 130 from a shell; 143 for SIGTERM). If ``on_signal()`` returned an
+    ``int``, the process exits with that status instead, after flushing
+    ``sys.stdout`` and ``sys.stderr`` (a server that drained its calls on
+    SIGTERM returns 0: it stopped as asked). Either way the main thread's
+    ``finally`` blocks do not run. A second signal meanwhile exits
     at once with status ``128 + signum``: worker processes are SIGKILLed, and
     nothing else is cleaned up (subprocess jobs' children may survive).
 
@@ -152,7 +179,8 @@ def handle_signals(
             signal arrives (if none exists then, only *on_signal* runs).
         signals: the signals to handle.
         timeout: passed to :meth:`Bridge.shutdown`.
-        on_signal: called first, on a helper thread.
+        on_signal: called first, on a helper thread; may return the exit
+            status (an ``int``; anything else is ignored).
 
     Returns:
         A function that puts the previous handlers back (the helper thread

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+import inspect
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._arguments import (
     check_async_function,
@@ -25,6 +34,7 @@ from ._arguments import (
 from ._channel import Channel, ChannelSet, new_channel
 from ._exceptions import WrongThread
 from ._intake import Intake
+from ._iterate import JobIterator
 from ._job import Job
 from ._map import map_jobs
 from ._pinned import PinnedThread, PinnedThreads
@@ -76,6 +86,17 @@ class BridgeTools:
 
         def _on_loop_thread(self) -> bool: ...
 
+        def iterate(
+            self,
+            agen_fn_or_async_iterable: Callable[..., AsyncIterator[T]] | AsyncIterable[T],
+            /,
+            *args: Any,
+            key: str | None = ...,
+            kind: str = ...,
+            timeout: float | None = ...,
+            buffer: int = ...,
+        ) -> JobIterator[T]: ...
+
     def _check_on_loop(self, what: str) -> None:
         if not self._on_loop_thread():
             raise WrongThread(
@@ -83,6 +104,17 @@ class BridgeTools:
                 f"from other threads use the blocking form"
             )
 
+    @overload
+    def blocking(
+        self,
+        fn: Callable[[Unpack[PosArgsT]], AsyncIterator[T]],
+        /,
+        *,
+        kind: str = "job",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+    ) -> Callable[[Unpack[PosArgsT]], JobIterator[T]]: ...
+
+    @overload
     def blocking(
         self,
         fn: Callable[[Unpack[PosArgsT]], Awaitable[T]],
@@ -90,23 +122,48 @@ class BridgeTools:
         *,
         kind: str = "job",
         timeout: float | DefaultType | None = USE_DEFAULT,
-    ) -> Callable[[Unpack[PosArgsT]], T]:
+    ) -> Callable[[Unpack[PosArgsT]], T]: ...
+
+    def blocking(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        kind: str = "job",
+        timeout: float | DefaultType | None = USE_DEFAULT,
+    ) -> Callable[..., Any]:
         """Return a sync function with *fn*'s positional signature that calls it.
 
         ``greet = bridge.blocking(tts.greet)`` then ``greet(call_id)`` from a
         callback thread is ``bridge.call(tts.greet, call_id)``. *kind* and
         *timeout* apply to every call.
+
+        When *fn* is an async generator function, ``stream = bridge.blocking(tts.stream)``
+        then ``stream(call_id, text)`` is ``bridge.iterate(tts.stream, call_id, text)``:
+        it returns a :class:`JobIterator`. Its *timeout* is the whole stream's
+        deadline; by default it has none (as for :meth:`iterate`).
         """
         check_async_function("fn", fn)
         check_kind(kind)
         if timeout is not USE_DEFAULT:
             check_timeout("timeout", timeout)
+        if inspect.isasyncgenfunction(fn):
+            return self._blocking_stream(fn, kind, None if timeout is USE_DEFAULT else timeout)
 
         @functools.wraps(fn)
-        def blocking_fn(*args: Unpack[PosArgsT]) -> T:
+        def blocking_fn(*args: Any) -> Any:
             return self.call(fn, *args, kind=kind, timeout=timeout)
 
         return blocking_fn
+
+    def _blocking_stream(
+        self, fn: Callable[..., AsyncIterator[Any]], kind: str, timeout: float | None
+    ) -> Callable[..., JobIterator[Any]]:
+        @functools.wraps(fn)
+        def stream_fn(*args: Any) -> JobIterator[Any]:
+            return self.iterate(fn, *args, kind=kind, timeout=timeout)
+
+        return stream_fn
 
     def map(
         self,

@@ -40,10 +40,14 @@ def on_signal():
     print("ON_SIGNAL", flush=True)
     if MODE == "twice":
         threading.Event().wait()  # never returns: only a second signal ends this
+    if MODE == "drained":
+        print("DRAINED", end="")  # not flushed: the exit must flush it
+        return 0  # a server that drained its calls exits 0
+    return "not a status"
 
 if __name__ == "__main__":
     MODE = sys.argv[1]
-    if MODE in ("signals", "sigterm", "twice"):
+    if MODE in ("signals", "sigterm", "twice", "drained"):
         bridge.handle_signals(timeout=0.5, on_signal=on_signal)
     if MODE == "exit":  # the default bridge's exit hook, a worker busy
         bridge.submit(job, timeout=None)
@@ -157,6 +161,20 @@ def test_sigterm_with_handle_signals(program) -> None:
     assert status == -signal.SIGTERM, err
     _assert_clean(err)
     assert "signal.shutdown" in out
+    p.assert_no_child_left()
+
+
+def test_on_signal_returning_a_status_exits_with_it(program) -> None:
+    p = program("drained")
+    p.worker_running()
+    p.proc.send_signal(signal.SIGTERM)
+    status, out, err = p.finish()
+    assert status == 0, err
+    _assert_clean(err)
+    assert "ON_SIGNAL" in out
+    assert "signal.shutdown" in out
+    assert "DRAINED" in out
+    assert "UNREACHED" not in out
     p.assert_no_child_left()
 
 

@@ -2,15 +2,17 @@
 
 The flow is driven two ways: by a scripted stack, where the test itself plays
 the visitor from a thread not created by ``threading`` and synchronises with
-events, and by the simulated stack through the CLI, in-process and in a
-subprocess. The legacy mode runs only in a subprocess: it produces "never
-awaited" warnings by design, and pytest turns warnings into errors.
+events (its prompts are played by the real stacks' ``Playout``), and by the
+simulated stack through the CLI, in-process and in a subprocess. The legacy
+mode runs only in a subprocess: it produces "never awaited" warnings by
+design, and pytest turns warnings into errors.
 """
 
 from __future__ import annotations
 
 import _thread
 import asyncio
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -26,10 +28,12 @@ import pytest
 from bridge import Bridge, JobCancelled, JobState
 from examples.telephony_flow import flow as flow_module
 from examples.telephony_flow.__main__ import main
-from examples.telephony_flow.directory import DirectoryService
 from examples.telephony_flow.flow import FlowConfig, IntercomFlow
-from examples.telephony_flow.simulate import make_plans
-from examples.telephony_flow.telephony import CallEvents
+from examples.telephony_flow.services.directory import DirectoryService
+from examples.telephony_flow.services.tts import SimulatedTts
+from examples.telephony_flow.stacks.media import Playout
+from examples.telephony_flow.stacks.simulate import make_plans
+from examples.telephony_flow.telephony import AudioStream, CallEvents, Played
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
@@ -69,35 +73,82 @@ def _foreign(fn: Callable[..., None], *args: Any) -> None:
 
 class ScriptedStack:
     """A Telephony the test drives; hangup() reports the end synchronously, as
-    pjsua2 may (on the thread that hung up)."""
+    pjsua2 may (on the thread that hung up). Its media thread plays prompts
+    with the stacks' ``Playout`` and counts the frames each call heard."""
 
     def __init__(self) -> None:
         self.events: CallEvents | None = None
         self.answered = threading.Event()
         self.hung_up = threading.Event()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the fields below
         self.said: list[str] = []
         self.hangups: list[str] = []
+        self.heard: Counter[str] = Counter()
+        self.after_hangup = 0
+        self.listening: set[str] = set()
+        self.played: list[concurrent.futures.Future[Played]] = []
+        self.frame_heard = threading.Condition(self.lock)
+        self.playout = Playout(self._hear)
+        self._stopping = threading.Event()
+        self._media = threading.Thread(target=self._play_media, name="test-media")
 
     def start(self, events: CallEvents) -> None:
         self.events = events
+        self._media.start()
 
     def answer(self, call_id: str) -> None:
+        self.playout.begin_call(call_id)
+        with self.lock:
+            self.listening.add(call_id)
         self.answered.set()
 
     def say(self, call_id: str, text: str) -> None:
+        raise AssertionError("the flow plays its prompts as streams")
+
+    def play(self, call_id: str, stream: AudioStream) -> concurrent.futures.Future[Played]:
+        done = self.playout.add(call_id, stream)
         with self.lock:
-            self.said.append(text)
+            self.said.append(stream.text)
+            self.played.append(done)
+        return done
 
     def hangup(self, call_id: str) -> None:
         with self.lock:
             self.hangups.append(call_id)
-        assert self.events is not None
-        self.events.call_ended(call_id, False)
+        self.end(call_id, by_remote=False)
         self.hung_up.set()
 
+    def end(self, call_id: str, by_remote: bool) -> None:
+        """The call ends: silence first, then the flow hears of it."""
+        self.playout.end_call(call_id)
+        with self.lock:
+            self.listening.discard(call_id)
+        assert self.events is not None
+        self.events.call_ended(call_id, by_remote)
+
     def stop(self) -> None:
-        pass
+        self._stopping.set()
+        if self._media.ident is not None:
+            self._media.join(10)
+            assert not self._media.is_alive()
+
+    def wait_heard(self, call_id: str, frames: int) -> None:
+        with self.frame_heard:
+            assert self.frame_heard.wait_for(lambda: self.heard[call_id] >= frames, 10)
+
+    def _hear(self, call_id: str, frame: bytes) -> bool:
+        with self.lock:
+            if call_id not in self.listening:
+                self.after_hangup += 1
+                return False
+            self.heard[call_id] += 1
+            self.frame_heard.notify_all()
+        return True
+
+    def _play_media(self) -> None:
+        while not self._stopping.is_set():
+            self.playout.wait(self.playout.tick())
+        self.playout.close()
 
 
 class WatchedDirectory(DirectoryService):
@@ -130,17 +181,26 @@ def directory() -> Iterator[WatchedDirectory]:
 
 
 @pytest.fixture
-def setup(directory: WatchedDirectory) -> Iterator[tuple[Bridge, IntercomFlow, ScriptedStack]]:
-    bridge = Bridge("test-intercom", limits={"tts": 2}, thread_workers=2)
+def tts() -> SimulatedTts:
+    return SimulatedTts(first_frame=0.005, frame_time=0.0)
+
+
+@pytest.fixture
+def setup(
+    directory: WatchedDirectory, tts: SimulatedTts
+) -> Iterator[tuple[Bridge, IntercomFlow, ScriptedStack]]:
+    bridge = Bridge("test-intercom", thread_workers=2)
     bridge.start()
     http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory.url, timeout=10.0))
     stack = ScriptedStack()
     config = FlowConfig(dtmf_timeout=5.0, resident_timeout=30.0, hangup_delay=0.01)
-    flow = IntercomFlow(bridge, stack, http, config)
+    flow = IntercomFlow(bridge, stack, http, tts.stream, config)
     stack.start(flow)
     yield bridge, flow, stack
+    stack.stop()
     report = bridge.shutdown(timeout=2.0)
     assert report.clean, report
+    assert stack.after_hangup == 0
 
 
 def test_visitor_hanging_up_cancels_every_job_of_the_call_at_once(
@@ -158,12 +218,12 @@ def test_visitor_hanging_up_cancels_every_job_of_the_call_at_once(
 
     _foreign(flow.call_ended, "c1", True)
 
-    assert flow.settle(grace=5.0) == set()
+    assert flow.ledger.settle(grace=5.0) == set()
     assert bridge.jobs() == []
     assert directory.rang.wait(10)
     assert directory.stats().abandoned == 1  # the ring's connection was closed
     assert bridge.call(_count_tasks) == tasks_before  # no task of the call is left
-    report = flow.report()
+    report = flow.ledger.report()
     assert report.outcomes == {"visitor_left": 1}
     assert report.cancelled_visitor_left >= 2  # the conversation and the ring, at least
     assert stack.hangups == []  # nobody hangs up a call that has gone
@@ -179,10 +239,10 @@ def test_resident_answers_and_the_flow_hangs_up_itself(
     for digit in "101":  # three digits end the number without '#'
         _foreign(flow.dtmf, "c2", digit)
     assert stack.hung_up.wait(10)
-    assert flow.wait_calls(1, timeout=10)
-    assert flow.settle(grace=5.0) == set()
+    assert flow.ledger.wait_calls(1, timeout=10)
+    assert flow.ledger.settle(grace=5.0) == set()
     assert bridge.jobs() == []
-    assert flow.report().outcomes == {"door_opened": 1}
+    assert flow.ledger.report().outcomes == {"door_opened": 1}
     assert stack.hangups == ["c2"]
     assert stack.said[0] == flow_module.GREETING
     assert stack.said[-1] == flow_module.DOOR_OPEN
@@ -193,17 +253,55 @@ def test_no_dtmf_before_the_timeout_says_goodbye_and_hangs_up(
     directory: WatchedDirectory,
 ) -> None:
     stack = ScriptedStack()
-    with Bridge("test-intercom-nodtmf", limits={"tts": 2}) as bridge:
+    with Bridge("test-intercom-nodtmf") as bridge:
         http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory.url))
         config = FlowConfig(dtmf_timeout=0.05, hangup_delay=0.0)
-        flow = IntercomFlow(bridge, stack, http, config)
+        flow = IntercomFlow(bridge, stack, http, SimulatedTts(first_frame=0.005).stream, config)
         stack.start(flow)
-        _foreign(flow.incoming_call, "c3", "sip:silent@127.0.0.1")
-        assert stack.hung_up.wait(10)
-        assert flow.settle(grace=5.0) == set()
-    assert flow.report().outcomes == {"no_input": 1}
+        try:
+            _foreign(flow.incoming_call, "c3", "sip:silent@127.0.0.1")
+            assert stack.hung_up.wait(10)
+            assert flow.ledger.settle(grace=5.0) == set()
+        finally:
+            stack.stop()
+    assert flow.ledger.report().outcomes == {"no_input": 1}
     assert stack.said[-1] == flow_module.NO_INPUT
     assert directory.stats().requests == 0
+
+
+def test_hangup_mid_prompt_stops_the_stream_on_the_loop_at_once(
+    directory: WatchedDirectory,
+) -> None:
+    slow = SimulatedTts(first_frame=0.005, frame_time=0.0, chars_per_second=1.0)
+    total = slow.frames_for(flow_module.GREETING)  # over a minute of audio
+    stack = ScriptedStack()
+    config = FlowConfig()
+    with Bridge("test-intercom-mid-prompt") as bridge:
+        loop_thread = bridge.thread
+        assert loop_thread is not None
+        http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory.url))
+        flow = IntercomFlow(bridge, stack, http, slow.stream, config)
+        stack.start(flow)
+        try:
+            _foreign(flow.incoming_call, "c5", "sip:visitor@127.0.0.1")
+            stack.wait_heard("c5", 3)  # the greeting is playing
+            _foreign(stack.end, "c5", True)  # the visitor hangs up mid-prompt
+            with stack.lock:
+                heard = stack.heard["c5"]
+            assert flow.ledger.settle(grace=5.0) == set()
+            [done] = stack.played
+            played = done.result(timeout=10)
+        finally:
+            stack.stop()
+    assert flow.ledger.report().outcomes == {"visitor_left": 1}
+    assert played.stopped
+    assert played.after_hangup == stack.after_hangup == 0
+    assert played.frames == heard == stack.heard["c5"]  # not one frame more
+    [closed] = slow.closed()  # the generator's finally ran ...
+    assert closed.thread_id == loop_thread.ident  # ... on the loop thread
+    assert not closed.complete
+    # ... at once: the TTS ran at most its buffer (and the frame in hand) ahead.
+    assert heard <= closed.frames <= heard + config.tts_buffer + 2 < total
 
 
 def test_callbacks_for_unknown_calls_are_ignored(
@@ -213,7 +311,7 @@ def test_callbacks_for_unknown_calls_are_ignored(
     _foreign(flow.dtmf, "nobody", "1")
     _foreign(flow.call_ended, "nobody", True)
     assert bridge.jobs() == []
-    assert flow.calls_ended() == 0
+    assert flow.ledger.calls_ended() == 0
 
 
 # -- the CLI on the simulated stack ----------------------------------------------------
@@ -247,6 +345,14 @@ def _check_clean(summary: dict[str, Any], calls: int, seed: int) -> None:
     # Each visitor who left had at least the conversation itself cancelled.
     assert summary["cancelled_visitor_left"] >= outcomes["visitor_left"] > 0
     assert summary["latency_samples"] == calls
+    # Every call heard at least the greeting, and nothing after its hangup.
+    assert summary["first_frame_samples"] >= calls - outcomes["visitor_left"]
+    assert 0 < summary["first_frame_ms"]["p50"] <= summary["first_frame_ms"]["p99"]
+    assert summary["frames_played"] > 0
+    assert summary["frames_after_hangup"] == 0
+    assert any(
+        n.startswith("tts: ") and n.endswith("all on the loop thread") for n in summary["notes"]
+    )
     assert 0 <= summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
     assert any(name.startswith("Dummy-") for name in summary["callback_threads"])
 

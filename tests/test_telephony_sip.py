@@ -238,6 +238,11 @@ def assert_clean(summary: dict[str, Any], calls: int) -> None:
     for leak in ("jobs_leaked", "threads_leaked", "http_connections_open", "never_awaited"):
         assert summary[leak] == 0, (leak, summary)
     assert summary["errors"] == 0, summary
+    # Every call's greeting was streamed on the pjsua thread; none after a hangup.
+    assert summary["first_frame_samples"] >= 1, summary
+    assert summary["frames_played"] > 0, summary
+    assert summary["frames_after_hangup"] == 0, summary
+    assert any(n.endswith("all on the loop thread") for n in summary["notes"]), summary
 
 
 # -- the example's CLI against sipp ---------------------------------------------------
@@ -298,8 +303,9 @@ def assert_stack_clean(summary: dict[str, Any], calls: int) -> None:
     assert summary["threads_left"] == [], summary
     assert summary["errors"] == [], summary
     assert summary["media_ports_leaked"] == 0, summary
-    # Every pjsua2 callback arrives on the stack's one registered thread.
-    assert summary["callback_threads"] == ["pjsua"], summary
+    # Every pjsua2 callback arrives on the stack's one registered thread: the
+    # bridge's pinned thread.
+    assert summary["callback_threads"] == ["ua-pjsua"], summary
 
 
 def test_stack_delivers_sip_info_digits_in_order(call: Any) -> None:
@@ -366,26 +372,35 @@ def test_stack_survives_an_exception_in_a_flow_callback(call: Any) -> None:
 
 LIFECYCLE = """
 import socket, sys, threading
-from examples.telephony_flow.sip import SipTelephony
+import structlog
+from bridge import Bridge
+from examples.telephony_flow.stacks.sip import SipTelephony
+
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 class Events:
     def incoming_call(self, call_id, caller): raise AssertionError("no call expected")
     def dtmf(self, call_id, digit): raise AssertionError("no call expected")
     def call_ended(self, call_id, by_remote): raise AssertionError("no call expected")
 
+def pjsua_threads():
+    return [t.name for t in threading.enumerate() if t.name.endswith("-pjsua")]
+
 busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 busy.bind(("127.0.0.1", 0))
 port = busy.getsockname()[1]
-stack = SipTelephony("127.0.0.1", port)
+bridge = Bridge("lifecycle")
+stack = SipTelephony("127.0.0.1", port, bridge=bridge)
 try:
     stack.start(Events())
 except RuntimeError as exc:
     print("busy:", exc)
-assert threading.active_count() == 1, threading.enumerate()
+assert pjsua_threads() == [], threading.enumerate()
 busy.close()
 
-stack = SipTelephony("127.0.0.1", port)  # the same port, now free, in the same process
+stack = SipTelephony("127.0.0.1", port, bridge=bridge)  # the same port, now free
 stack.start(Events())
+assert pjsua_threads() == ["lifecycle-pjsua"], threading.enumerate()
 stack.answer("no-such-call")
 stack.say("no-such-call", "hello")
 stack.hangup("no-such-call")
@@ -394,6 +409,18 @@ stack.stop()
 stack.stop()
 stack.answer("no-such-call")  # after stop: ignored
 assert stack.call_media_ports() == 0
+assert pjsua_threads() == [], threading.enumerate()
+report = bridge.shutdown(timeout=5.0)
+assert report.clean, report
+assert threading.active_count() == 1, threading.enumerate()
+
+bridge = Bridge("shutdown")  # the bridge's shutdown alone stops the stack
+stack = SipTelephony("127.0.0.1", port, bridge=bridge)
+stack.start(Events())
+report = bridge.shutdown(timeout=5.0)
+assert report.clean, report
+stack.hangup("no-such-call")  # after the bridge's shutdown: ignored
+stack.stop()
 assert threading.active_count() == 1, threading.enumerate()
 print("clean")
 """
@@ -425,7 +452,10 @@ def test_start_on_busy_port_fails_cleanly_and_stop_is_idempotent() -> None:
     ],
 )
 def test_bad_address_is_refused_before_pjsua_starts(host: str, port: int, message: str) -> None:
-    from examples.telephony_flow.sip import SipTelephony
+    from bridge import Bridge
+    from examples.telephony_flow.stacks.sip import SipTelephony
 
+    bridge = Bridge("never-started")
     with pytest.raises(ValueError, match=message):
-        SipTelephony(host, port)
+        SipTelephony(host, port, bridge=bridge)
+    assert bridge.thread is None  # nothing was started

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Protocol, TextIO
 
@@ -37,10 +37,11 @@ import structlog
 
 from bridge import Bridge
 
-from .directory import DirectoryService
-from .flow import FlowConfig, run_bridge
+from .flow import FlowConfig
 from .legacy import run_legacy
-from .simulate import SimulatedTelephony
+from .runner import run_bridge
+from .services.directory import DirectoryService
+from .stacks.simulate import SimulatedTelephony
 from .summary import (
     Progress,
     Summary,
@@ -280,14 +281,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _make_stack(args: argparse.Namespace) -> tuple[Telephony, int | None]:
+def _make_stack(
+    args: argparse.Namespace,
+) -> tuple[SimulatedTelephony | None, Callable[[Bridge], Telephony], int | None]:
+    """The simulated stack (if simulating), the stack given the run's bridge, the calls."""
     if args.mode == "sip":
-        from .sip import SipTelephony  # needs pjsua2: imported only here
+        from .stacks.sip import SipTelephony  # needs pjsua2: imported only here
 
         host, port = args.listen
-        return SipTelephony(host, port), args.max_calls
-    stack = SimulatedTelephony(args.calls, args.concurrency, seed=args.seed)
-    return stack, args.calls
+        return None, lambda bridge: SipTelephony(host, port, bridge=bridge), args.max_calls
+    sim = SimulatedTelephony(args.calls, args.concurrency, seed=args.seed)
+    return sim, lambda _bridge: sim, args.calls
 
 
 def _wait_closed(directory: DirectoryService, timeout: float = 2.0) -> int:
@@ -304,7 +308,7 @@ def run(args: argparse.Namespace) -> Summary:
     legacy = bool(getattr(args, "legacy", False))
     baseline = os_threads()
     began = time.monotonic()
-    stack, total = _make_stack(args)
+    sim, make_stack, total = _make_stack(args)
     peak = [baseline]
     dashboard = None if args.ops is None else _Dashboard(args.ops, args.hold)
 
@@ -321,10 +325,11 @@ def run(args: argparse.Namespace) -> Summary:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if legacy:
-                report = run_legacy(stack, url, config, until)
+                assert sim is not None  # --legacy is a simulate option
+                report = run_legacy(sim, url, config, until)
             else:
                 session = None if dashboard is None else dashboard.session
-                report = run_bridge(stack, url, config, until, session=session)
+                report = run_bridge(make_stack, url, config, until, session=session)
             gc.collect()  # a dropped coroutine warns when it is collected
     finally:
         open_connections = _wait_closed(directory)
@@ -332,7 +337,7 @@ def run(args: argparse.Namespace) -> Summary:
     never_awaited = [w for w in caught if "was never awaited" in str(w.message)]
     if never_awaited:
         report.notes.append(f"{never_awaited[0].category.__name__}: {never_awaited[0].message}")
-    sim = stack.stats() if isinstance(stack, SimulatedTelephony) else None
+    sim_stats = None if sim is None else sim.stats()
     report.notes.append("stack callbacks ran on: " + ", ".join(report.callback_threads))
     return Summary(
         mode="legacy" if legacy else "bridge",
@@ -341,6 +346,11 @@ def run(args: argparse.Namespace) -> Summary:
         outcomes=outcome_counts(report.outcomes),
         latency_ms=latency_summary(report.latencies),
         latency_samples=len(report.latencies),
+        first_frame_ms=latency_summary(report.first_frame),
+        first_frame_samples=len(report.first_frame),
+        frames_played=report.frames_played,
+        frames_after_hangup=report.frames_after_hangup,
+        prompts_stopped=report.prompts_stopped,
         cancelled_visitor_left=report.cancelled_visitor_left,
         jobs_leaked=report.jobs_leaked,
         threads_leaked=settle_threads(baseline),
@@ -349,7 +359,7 @@ def run(args: argparse.Namespace) -> Summary:
         http_connections_open=open_connections,
         never_awaited=len(never_awaited),
         loop_errors=report.loop_errors,
-        late_operations=None if sim is None else sim.late_operations,
+        late_operations=None if sim_stats is None else sim_stats.late_operations,
         callback_threads=report.callback_threads,
         errors=report.errors,
         duration_s=round(time.monotonic() - began, 3),

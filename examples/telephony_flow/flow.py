@@ -1,21 +1,19 @@
 """The intercom conversation as async code, run by one bridge.
 
-The telephony stack calls :class:`IntercomFlow` on its own threads; each
-callback only hands work to the bridge and returns at once:
+The stack calls :class:`IntercomFlow` on its own threads, and each callback
+only hands work to the bridge: ``incoming_call`` submits the conversation as
+the job ``call:<id>``, ``dtmf`` puts the digit on the call's channel, and
+``call_ended`` cancels every unfinished job of the call at once when the
+visitor hung up first.
 
-* ``incoming_call`` submits the conversation as the job ``call:<id>``;
-* ``dtmf`` puts the digit on the call's channel (a janus queue);
-* ``call_ended`` cancels every unfinished job of the call when the visitor hung
-  up first, all at once.
-
-The conversation answers, greets (a ``tts`` job: the bridge runs at most two at
-once), reads the apartment number from the channel with a timeout, looks the
-resident up and rings them through the directory service with the bridge's
-``httpx.AsyncClient`` (the ring is the job ``ring:<id>``, while "please wait"
-plays), opens the door or apologises, and schedules the hangup as the job
-``hangup:<id>``. Every job of a call is keyed by the call, so the trace and
-``bridge.jobs()`` show whose it is. Calls into the stack go through
-``bridge.to_thread``: the loop never blocks on the stack.
+The conversation answers, greets, reads the apartment number with a timeout,
+looks the resident up and rings them over HTTP (the job ``ring:<id>``, while
+"please wait" plays), opens the door or apologises, and schedules the hangup
+(the job ``hangup:<id>``). Every prompt is a TTS stream: the flow hands it to
+the stack (``Telephony.play``), whose media thread opens it with
+``bridge.iterate`` and takes its 20 ms frames as it plays them, while the
+synthesis runs on the loop a few frames ahead (the job ``tts:<id>:<n>``).
+Calls into the stack go through ``bridge.to_thread``: the loop never blocks.
 """
 
 from __future__ import annotations
@@ -24,11 +22,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import itertools
-import threading
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -38,12 +33,13 @@ import structlog
 
 from bridge import Bridge, Job, JobCancelled
 
-from .summary import FlowReport
-from .telephony import Telephony
+from .ledger import Call, CallGone, Ledger
+from .telephony import Frames, Played, Telephony
 
-__all__ = ["FlowConfig", "IntercomFlow", "run_bridge"]
+__all__ = ["FlowConfig", "IntercomFlow", "Prompt", "make_bridge"]
 
 T = TypeVar("T")
+TextToSpeech = Callable[[str], AsyncIterator[bytes]]
 
 log: Final = structlog.get_logger("intercom")
 
@@ -65,47 +61,44 @@ class FlowConfig:
     resident_timeout: float = 5.0
     #: Pause between the last prompt and the hangup.
     hangup_delay: float = 0.2
-    #: Time to synthesise one prompt (stands in for a TTS service).
-    tts_seconds: float = 0.005
+    #: Frames the TTS may run ahead of the playout.
+    tts_buffer: int = 4
     #: Apartment numbers have this many digits; ``#`` ends one early.
     max_digits: int = 3
 
 
-class CallGone(asyncio.CancelledError):
-    """Raised inside a conversation when its call has already ended.
+def make_bridge(config: FlowConfig) -> Bridge:
+    """The flow's bridge: deadlines per kind of job, a warning if the loop blocks."""
+    return Bridge(
+        "intercom",
+        timeouts={"call": 120.0, "ring": config.resident_timeout + 5.0},
+        thread_workers=4,
+        loop_block_warning=0.25,
+    )
 
-    A cancellation: ``call_ended`` has cancelled (or is cancelling) the job
-    anyway, and the job must end ``CANCELLED`` even when the conversation
-    notices the end of the call (a closed channel, a cancelled prompt) before
-    the cancellation itself arrives.
+
+@dataclass
+class Prompt:
+    """A prompt as a TTS stream (a ``telephony.AudioStream``).
+
+    ``open`` runs on the stack's media thread: ``bridge.iterate`` starts the
+    synthesis on the loop and returns the sync iterator of its frames.
     """
 
-
-@dataclass(eq=False)
-class _Call:
-    """One call as the flow sees it; ``lock`` guards ``ended``, ``outcome``, ``jobs``."""
-
-    id: str
-    caller: str
-    callback_at: float  # time.time() in incoming_call
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    digits: Any = None  # the Channel, created by the conversation on the loop
-    jobs: list[Job[Any]] = field(default_factory=list)
-    ended: bool = False
-    by_remote: bool = False
-    outcome: str | None = None
-    cancelled: list[Job[Any]] = field(default_factory=list)  # by call_ended
-    prompts: Any = field(default_factory=itertools.count)
+    text: str
+    open: Callable[[], Frames]
+    requested_at: float = field(default_factory=time.monotonic)
 
 
 class IntercomFlow:
     """The flow; implements :class:`~.telephony.CallEvents`.
 
     Args:
-        bridge: a started bridge with ``limits={"tts": ...}``.
-        telephony: the stack to answer, speak and hang up through.
+        bridge: a started bridge.
+        telephony: the stack to answer, play to and hang up through.
         http: an ``httpx.AsyncClient`` for the directory, living on the bridge
             (``bridge.resource(...)``).
+        tts: the TTS engine's ``stream(text)``, an async generator function.
         config: the timings.
     """
 
@@ -114,48 +107,35 @@ class IntercomFlow:
         bridge: Bridge,
         telephony: Telephony,
         http: httpx.AsyncClient,
+        tts: TextToSpeech,
         config: FlowConfig,
     ) -> None:
         self._bridge = bridge
         self._tel = telephony
         self._http = http
+        self._tts = tts
         self._config = config
-        self._lock = threading.Lock()  # guards the fields below
-        self._ended = threading.Condition(self._lock)
-        self._calls: dict[str, _Call] = {}
-        self._done: list[_Call] = []
-        self._latencies: list[float] = []
-        self._errors = 0
-        self._callback_threads: set[str] = set()
-        self._work_threads: set[str] = set()
+        self.ledger: Final = Ledger()
 
     # -- CallEvents: the stack's threads; never block, never raise -------------------
 
     def incoming_call(self, call_id: str, caller: str) -> None:
         """Submit the conversation as the job ``call:<id>``."""
-        call = _Call(call_id, caller, time.time())
+        call = Call(call_id, caller, time.time())
         try:
-            with self._lock:
-                self._callback_threads.add(threading.current_thread().name)
-                if call_id in self._calls:
-                    raise ValueError(f"call id {call_id!r} is already in progress")
-                self._calls[call_id] = call
+            self.ledger.open(call)
             with structlog.contextvars.bound_contextvars(call_id=call_id):
                 log.info("call.incoming", caller=caller)
                 job = self._spawn(call, self._converse, call, key=f"call:{call_id}", kind="call")
-            job.add_done_callback(functools.partial(self._conversation_done, call))
+            job.add_done_callback(functools.partial(self.ledger.conversation_done, call))
         except Exception:  # noqa: BLE001 - never raise into the stack
-            self._error("incoming_call", call_id)
+            self.ledger.error("incoming_call", call_id)
 
     def dtmf(self, call_id: str, digit: str) -> None:
         """Hand the digit to the conversation through the call's channel."""
-        with self._lock:
-            self._callback_threads.add(threading.current_thread().name)
-            call = self._calls.get(call_id)
-        channel = None
-        if call is not None:
-            with call.lock:
-                channel = call.digits
+        call = self.ledger.find(call_id)
+        with contextlib.nullcontext() if call is None else call.lock:
+            channel = None if call is None else call.digits
         if channel is None:
             log.warning("dtmf.dropped", call_id=call_id, digit=digit, reason="not listening")
             return
@@ -166,96 +146,63 @@ class IntercomFlow:
 
     def call_ended(self, call_id: str, by_remote: bool) -> None:
         """Forget the call; if the visitor left first, cancel all its jobs at once."""
-        with self._lock:
-            self._callback_threads.add(threading.current_thread().name)
-            call = self._calls.pop(call_id, None)
+        call = self.ledger.close(call_id)
         if call is None:
             return
-        with call.lock:
-            call.ended = True
-            call.by_remote = by_remote
-            if call.outcome is None and by_remote:
-                call.outcome = "visitor_left"
-            live = [job for job in call.jobs if not job.done()]
-            channel = call.digits
+        live, channel = call.end(by_remote)
         if channel is not None:
             channel.close()
         # Our own hangup job is what ended the call: let it finish.
         stop = live if by_remote else [job for job in live if job.kind != "hangup"]
         call.cancelled = [job for job in stop if job.cancel()]
         if call.cancelled:
-            log.info(
-                "call.jobs_cancelled",
-                call_id=call_id,
-                reason="visitor hung up" if by_remote else "call ended",
-                keys=[job.key for job in call.cancelled],
-            )
-        with self._lock:
-            self._done.append(call)
-            self._ended.notify_all()
+            reason = "visitor hung up" if by_remote else "call ended"
+            keys = [job.key for job in call.cancelled]
+            log.info("call.jobs_cancelled", call_id=call_id, reason=reason, keys=keys)
+        self.ledger.ended(call)
 
     # -- the conversation (loop thread) -------------------------------------------------
 
-    async def _converse(self, call: _Call) -> None:
+    async def _converse(self, call: Call) -> None:
         try:
-            self._listen(call)  # before answering: no digit is lost
+            call.listen(self._bridge.channel(maxsize=32))  # before answering: no digit is lost
             await self._stack(self._tel.answer, call.id)
             await self._say(call, GREETING)
             apartment = await self._collect(call)
             if not apartment:
-                await self._close(call, "no_input", NO_INPUT)
-                return
-            please_wait = self._speak(call, PLEASE_WAIT)  # plays while we look up and ring
+                return await self._close(call, "no_input", NO_INPUT)
+            please_wait = await self._play(call, PLEASE_WAIT)  # plays while we look and ring
             if not await self._lookup(apartment):
-                await self._wait(call, please_wait)
-                await self._close(
-                    call, "wrong_apartment", WRONG_APARTMENT.format(apartment=apartment)
-                )
-                return
+                await self._heard(call, please_wait)
+                wrong = WRONG_APARTMENT.format(apartment=apartment)
+                return await self._close(call, "wrong_apartment", wrong)
             ring = self._spawn(
                 call, self._ring, call.id, apartment, key=f"ring:{call.id}", kind="ring"
             )
             answered = await self._wait(call, ring)
-            await self._wait(call, please_wait)
+            await self._heard(call, please_wait)
             if answered:
                 log.info("door.opened", apartment=apartment)
-                await self._close(call, "door_opened", DOOR_OPEN)
-            else:
-                await self._close(call, "no_answer", NO_ANSWER)
+                return await self._close(call, "door_opened", DOOR_OPEN)
+            return await self._close(call, "no_answer", NO_ANSWER)
         except Exception:
             self._give_up(call)
             raise
 
-    def _give_up(self, call: _Call) -> None:
+    def _give_up(self, call: Call) -> None:
         """The conversation failed: hang up rather than leave the visitor waiting."""
-        with call.lock:
-            if call.ended:
-                return
-            call.outcome = "failed"
         with contextlib.suppress(CallGone):
+            call.decide("failed")
             self._spawn(call, self._hang_up_later, call.id, key=f"hangup:{call.id}", kind="hangup")
 
-    def _listen(self, call: _Call) -> None:
-        """Give the call its DTMF channel (on the loop: no job, no wait)."""
-        channel = self._bridge.channel(maxsize=32)
-        with call.lock:
-            if not call.ended:
-                call.digits = channel
-                return
-        channel.close()
-        raise CallGone(call.id)
-
-    async def _close(self, call: _Call, outcome: str, prompt: str) -> None:
+    async def _close(self, call: Call, outcome: str, prompt: str) -> None:
         """Decide the outcome, say the last prompt, schedule the hangup."""
-        with call.lock:
-            if call.ended:
-                raise CallGone(call.id)
-            call.outcome = outcome
+        call.decide(outcome)
         log.info("call.outcome", outcome=outcome)
         await self._say(call, prompt)
         self._spawn(call, self._hang_up_later, call.id, key=f"hangup:{call.id}", kind="hangup")
 
-    async def _collect(self, call: _Call) -> str:
+    async def _collect(self, call: Call) -> str:
         """The digits typed before ``#``, the last digit or the timeout."""
         typed: list[str] = []
 
@@ -296,27 +243,44 @@ class IntercomFlow:
         await asyncio.sleep(self._config.hangup_delay)
         await self._stack(self._tel.hangup, call_id)
 
-    async def _tts(self, call_id: str, text: str) -> None:
-        await asyncio.sleep(self._config.tts_seconds)  # synthesis
-        await self._stack(self._tel.say, call_id, text)
+    # -- prompts: TTS streams played by the stack ------------------------------------------
 
-    async def _stack(self, method: Callable[..., None], *args: Any) -> None:
-        """Call the stack on a bridge worker thread: the loop never blocks on it."""
-        await self._bridge.to_thread(self._on_worker, method, *args)
-
-    def _on_worker(self, method: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            self._work_threads.add(threading.current_thread().name)
-        method(*args)
-
-    def _speak(self, call: _Call, text: str) -> Job[None]:
+    def _prompt(self, call: Call, text: str) -> Prompt:
         key = f"tts:{call.id}:{next(call.prompts)}"
-        return self._spawn(call, self._tts, call.id, text, key=key, kind="tts")
 
-    async def _say(self, call: _Call, text: str) -> None:
-        await self._wait(call, self._speak(call, text))
+        def open_stream() -> Frames:  # on the stack's media thread
+            with structlog.contextvars.bound_contextvars(call_id=call.id):
+                frames = self._bridge.iterate(
+                    self._tts, text, key=key, kind="tts", buffer=self._config.tts_buffer
+                )
+            if not call.adopt(frames.job):  # cancelled with the call's other jobs
+                frames.job.cancel()
+            return frames
 
-    async def _wait(self, call: _Call, job: Job[T]) -> T:
+        return Prompt(text, open_stream)
+
+    async def _play(self, call: Call, text: str) -> concurrent.futures.Future[Played]:
+        """Hand a prompt to the stack; return the future of its playing."""
+        done = await self._stack(self._tel.play, call.id, self._prompt(call, text))
+        done.add_done_callback(self.ledger.played)
+        return done
+
+    async def _heard(self, call: Call, done: concurrent.futures.Future[Played]) -> None:
+        """Wait until the prompt has been played; a call that ended ends the talk."""
+        played = await asyncio.wrap_future(done)
+        if played.stopped and call.ended:
+            raise CallGone(call.id)
+
+    async def _say(self, call: Call, text: str) -> None:
+        await self._heard(call, await self._play(call, text))
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def _stack(self, method: Callable[..., T], *args: Any) -> T:
+        """Call the stack on a bridge worker thread: the loop never blocks on it."""
+        return await self._bridge.to_thread(self.ledger.on_worker, method, *args)
+
+    async def _wait(self, call: Call, job: Job[T]) -> T:
         """Await one of the call's jobs; a job cancelled with its call ends the talk."""
         try:
             return await job
@@ -325,129 +289,8 @@ class IntercomFlow:
                 raise CallGone(call.id) from None
             raise
 
-    # -- bookkeeping ------------------------------------------------------------------
-
     def _spawn(
-        self,
-        call: _Call,
-        fn: Callable[..., Awaitable[T]],
-        *args: Any,
-        key: str,
-        kind: str,
+        self, call: Call, fn: Callable[..., Awaitable[T]], *args: Any, key: str, kind: str
     ) -> Job[T]:
         """Submit one of the call's jobs; none is started once the call has ended."""
-        with call.lock:
-            if call.ended:
-                raise CallGone(call.id)
-            job = self._bridge.submit(fn, *args, key=key, kind=kind)
-            call.jobs.append(job)
-        return job
-
-    def _conversation_done(self, call: _Call, job: concurrent.futures.Future[None]) -> None:
-        """Record the callback-to-start latency, and any failure (loop thread)."""
-        assert isinstance(job, Job)
-        started = job.info().started_at
-        error = None if job.cancelled() else job.exception()
-        with self._lock:
-            if started is not None:
-                self._latencies.append(started - call.callback_at)
-        if error is not None:
-            self._error("conversation", call.id, error)
-
-    def _error(self, where: str, call_id: str, error: BaseException | None = None) -> None:
-        with self._lock:
-            self._errors += 1
-        log.error("flow.error", where=where, call_id=call_id, exc_info=error or True)
-
-    # -- the run's view ---------------------------------------------------------------------
-
-    def calls_ended(self) -> int:
-        """How many calls have ended. Any thread."""
-        with self._lock:
-            return len(self._done)
-
-    def wait_calls(self, count: int, timeout: float | None = None) -> bool:
-        """Block until *count* calls have ended; ``False`` if *timeout* expired first."""
-        with self._ended:
-            return self._ended.wait_for(lambda: len(self._done) >= count, timeout)
-
-    def settle(self, grace: float) -> set[int]:
-        """Wait up to *grace* s for every job of every call; return the ids still unfinished."""
-        with self._lock:
-            calls = self._done + list(self._calls.values())
-        jobs = [job for call in calls for job in call.jobs]
-        _, unfinished = concurrent.futures.wait(jobs, timeout=grace)
-        return {job.id for job in unfinished if isinstance(job, Job)}
-
-    def report(self) -> FlowReport:
-        """Outcomes, latencies and cancellations of the calls that have ended."""
-        with self._lock:
-            calls = list(self._done)
-            latencies = list(self._latencies)
-            errors = self._errors
-        outcomes = Counter(call.outcome or "cut_off" for call in calls)
-        cancelled = sum(
-            job.cancelled() for call in calls if call.by_remote for job in call.cancelled
-        )
-        with self._lock:
-            callback_threads = sorted(self._callback_threads)
-            threads = 1 + len(self._work_threads)  # the loop thread and the workers
-        return FlowReport(
-            dict(outcomes),
-            latencies,
-            cancelled,
-            errors=errors,
-            threads_started=threads,
-            callback_threads=callback_threads,
-        )
-
-
-def run_bridge(
-    telephony: Telephony,
-    directory_url: str,
-    config: FlowConfig,
-    until: Callable[[IntercomFlow], None],
-    *,
-    grace: float = 2.0,
-    session: Callable[[Bridge], contextlib.AbstractContextManager[object]] | None = None,
-) -> FlowReport:
-    """Run the flow on a fresh bridge until ``until(flow)`` returns, then clean up.
-
-    ``until`` blocks (e.g. until N calls have ended). Then the stack is stopped,
-    every call's jobs get *grace* seconds to end, and the bridge shuts down (it
-    closes the HTTP client and the channels). Jobs still unfinished after the
-    grace, or found by the shutdown, are reported as leaked. ``session(bridge)``,
-    if given, is a context entered once the bridge has started and left before
-    it shuts down (the CLI serves the operations dashboard in it).
-    """
-    bridge = Bridge(
-        "intercom",
-        limits={"tts": 2},
-        timeouts={"call": 120.0, "tts": 10.0, "ring": config.resident_timeout + 5.0},
-        thread_workers=4,
-        loop_block_warning=0.25,  # log a loop.blocked warning if anything blocks the loop
-    )
-    bridge.start()
-    try:
-        with contextlib.nullcontext() if session is None else session(bridge):
-            http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0))
-            flow = IntercomFlow(bridge, telephony, http, config)
-            telephony.start(flow)
-            try:
-                until(flow)
-            finally:
-                telephony.stop()
-            leaked = flow.settle(grace)
-            leaked |= {info.id for info in bridge.jobs()}
-    finally:
-        shutdown = bridge.shutdown(timeout=grace)
-    leaked |= {info.id for info in (*shutdown.cancelled, *shutdown.stuck)}
-    report = flow.report()
-    report.jobs_leaked = len(leaked)
-    report.errors += len(shutdown.resource_errors)
-    stats = bridge.stats()
-    report.notes.append(
-        f"bridge: {stats.submitted} jobs, {stats.succeeded} succeeded, "
-        f"{stats.cancelled} cancelled, {stats.failed} failed, {stats.timed_out} timed out"
-    )
-    return report
+        return call.start(lambda: self._bridge.submit(fn, *args, key=key, kind=kind))

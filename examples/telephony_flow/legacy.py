@@ -1,5 +1,7 @@
 """``--legacy``: the same conversation written the way the original application was.
 
+It stands in for the application before bridge, on the same simulated calls.
+
 Every event starts a daemon thread that runs ``asyncio.run`` (a new event loop
 per event), and a DTMF callback first tries ``asyncio.get_event_loop()`` on the
 stack's thread, which has no loop. So this mode shows, on the same simulated
@@ -47,6 +49,8 @@ from .telephony import Telephony
 __all__ = ["LegacyFlow", "run_legacy"]
 
 log = structlog.get_logger("intercom.legacy")
+
+_TTS_SECONDS = 0.005  # the original "synthesised" a prompt in one go, then said it
 
 
 @dataclass(eq=False)
@@ -172,7 +176,7 @@ class LegacyFlow:
         call.digits.put(digit)
 
     async def _say(self, call: _Call, text: str) -> None:
-        await asyncio.sleep(self._config.tts_seconds)
+        await asyncio.sleep(_TTS_SECONDS)
         self._tel.say(call.id, text)
 
     async def _hang_up_later(self, call_id: str) -> None:

@@ -1,6 +1,7 @@
 """The run's summary: a table for people, then the same as one JSON line.
 
-Also the small measuring helpers both modes share: OS thread counts, latency
+It stands in for a service's end-of-run report or metrics dashboard. Also the
+small measuring helpers both modes share: OS thread counts, latency
 percentiles, and the progress line.
 """
 
@@ -46,6 +47,13 @@ class FlowReport:
     #: Names of the stack's threads that called the flow.
     callback_threads: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Seconds from each prompt's request to its first frame played (bridge mode).
+    first_frame: list[float] = field(default_factory=list)
+    #: Frames the stack played, and those it played after the call had ended.
+    frames_played: int | None = None
+    frames_after_hangup: int | None = None
+    #: Prompts cut short (the call ended, or the stream was cancelled).
+    prompts_stopped: int | None = None
 
 
 @dataclass
@@ -82,6 +90,14 @@ class Summary:
     #: Calls whose flow failed, and callbacks that raised.
     errors: int
     duration_s: float
+    #: Prompt requested -> its first frame played, in ms (None in legacy mode).
+    first_frame_ms: dict[str, float | None] = field(default_factory=dict)
+    first_frame_samples: int = 0
+    #: Frames of prompts played, and those played after the call ended (must be 0).
+    frames_played: int | None = None
+    frames_after_hangup: int | None = None
+    #: Prompts cut short because the call ended.
+    prompts_stopped: int | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -93,8 +109,8 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """Whether the run is clean: nothing leaked and no error."""
-        return self.leaked == 0 and self.errors == 0
+        """Whether the run is clean: nothing leaked, no error, no frame after a hangup."""
+        return self.leaked == 0 and self.errors == 0 and not self.frames_after_hangup
 
     def to_json(self) -> str:
         """The summary as one line of JSON (``ok`` included)."""
@@ -118,6 +134,14 @@ class Summary:
                 "latency callback -> job start, p50 / p99",
                 f"{_ms(p50)} / {_ms(p99)} ms ({self.latency_samples})",
             ),
+            _row(
+                "prompt requested -> first frame, p50 / p99",
+                f"{_ms(self.first_frame_ms.get('p50'))} / {_ms(self.first_frame_ms.get('p99'))}"
+                f" ms ({self.first_frame_samples})",
+            ),
+            _row("prompt frames played", _opt(self.frames_played)),
+            _row("prompts cut short by the end of the call", _opt(self.prompts_stopped)),
+            _row("frames played after the hangup", _opt(self.frames_after_hangup)),
             _row("jobs cancelled because the visitor left", self.cancelled_visitor_left),
             _row("jobs leaked", self.jobs_leaked),
             _row("threads leaked", self.threads_leaked),
@@ -133,6 +157,8 @@ class Summary:
         verdict = "OK: nothing leaked" if self.ok else f"FAILED: {self.leaked} leaked"
         if self.errors:
             verdict += f", {self.errors} errors"
+        if self.frames_after_hangup:
+            verdict += f", {self.frames_after_hangup} frames after a hangup"
         return "\n".join([*rows, "", verdict])
 
     def print(self, out: TextIO | None = None) -> None:

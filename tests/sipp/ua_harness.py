@@ -9,8 +9,9 @@ the conference ports still held once every call had ended, what was left
 over after :meth:`SipTelephony.stop`, and the errors the stack caught in its
 callbacks. Exits 0 only when nothing was left over.
 
-It tests the stack alone, without the bridge: the example's real flow is
-``python -m examples.telephony_flow sip``.
+It tests the stack alone, without the flow (the stack only needs a bridge for
+its pinned ``pjsua`` thread, named ``ua-pjsua`` here): the example's real flow
+is ``python -m examples.telephony_flow sip``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.telephony_flow.sip import SipTelephony
+from bridge import Bridge
+from examples.telephony_flow.stacks.sip import SipTelephony
 
 APARTMENT_DIGITS = 3
 
@@ -155,9 +157,10 @@ def main() -> int:
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
     log_lines: list[str] = []
-    stack = SipTelephony(host, int(port), on_log=log_lines.append)
-    flow = MiniFlow(stack, args.max_calls, args.dtmf_timeout, args.fail_on_digit)
     threads_before = {t.name for t in threading.enumerate()}
+    bridge = Bridge("ua")
+    stack = SipTelephony(host, int(port), bridge=bridge, on_log=log_lines.append)
+    flow = MiniFlow(stack, args.max_calls, args.dtmf_timeout, args.fail_on_digit)
     stack.start(flow)
     print(f"listening on {host}:{port}", flush=True)
     try:
@@ -165,6 +168,7 @@ def main() -> int:
         ports_leaked = stack.call_media_ports() if args.stop_when_answered is None else 0
     finally:
         stack.stop()
+        bridge.shutdown(timeout=5.0)
     ended_on_stop = flow.drain()
     errors = [line for line in log_lines if line.startswith("error")]
     threads_left = sorted({t.name for t in threading.enumerate()} - threads_before)

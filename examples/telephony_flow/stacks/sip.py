@@ -1,25 +1,29 @@
-"""A real SIP user agent on pjsua2, implementing :class:`~.telephony.Telephony`.
+"""A real SIP user agent on pjsua2, implementing ``Telephony``.
 
-``SipTelephony(host, port, *, on_log=None)`` listens for SIP calls over UDP on
-``host:port`` (an IP address; the example uses 127.0.0.1), answers them when the
-flow says so, delivers DTMF digits and hang-ups to the flow, and hangs up.
+It stands in for the building's SIP intercom gateway: a real user agent that
+sipp, a softphone or a PBX can call. ``SipTelephony(host, port, *, bridge,
+on_log=None)`` listens for SIP calls over UDP on ``host:port`` (an IP address; the example
+uses 127.0.0.1), answers them when the flow says so, delivers DTMF digits and
+hang-ups to the flow, and hangs up.
 
 Threads. pjsua2 may only be called from threads registered with pjlib, a
 misuse aborts the whole process, and a ``pj.Call`` object must die on a
 registered thread *before* pjsua reuses its numeric call id (a stale object
 would hang up the wrong call when collected). This stack therefore gives pjsua2
-exactly one thread, ``pjsua``, which it creates itself:
+exactly one thread: the bridge's pinned thread ``<bridge>-pjsua``
+(``bridge.pinned_thread("pjsua", initializer=..., idle=..., finalizer=...)``),
+called the ``pjsua`` thread below:
 
-- The library is configured with no worker threads of its own
-  (``uaConfig.threadCnt = 0``, ``medConfig.threadCnt = 0``, RTP sharing the SIP
-  ioqueue), and the ``pjsua`` thread polls it with ``libHandleEvents``. So every
-  pjsua2 callback (incoming call, call state, DTMF over SIP INFO or RFC 2833)
-  arrives on that thread, and :class:`~.telephony.CallEvents` methods are called
-  on it.
+- Its initializer creates and starts the library, configured with no worker
+  threads of its own (``uaConfig.threadCnt = 0``, ``medConfig.threadCnt = 0``,
+  RTP sharing the SIP ioqueue), and its ``idle`` polls it with
+  ``libHandleEvents``. So every pjsua2 callback (incoming call, call state, DTMF
+  over SIP INFO or RFC 2833) arrives on that thread, and ``CallEvents`` methods
+  are called on it. Its finalizer hangs up what is left and destroys the library.
 - :meth:`SipTelephony.answer`, :meth:`~SipTelephony.say` and
-  :meth:`~SipTelephony.hangup` may be called from any thread: they put a command
-  on a queue that the ``pjsua`` thread runs between two polls, and wait for it
-  (called on the ``pjsua`` thread itself, they run at once).
+  :meth:`~SipTelephony.hangup` may be called from any thread but the loop's:
+  they run on the pinned thread with ``pinned.call()`` and wait for it (called
+  on the ``pjsua`` thread itself, they run at once).
 - Every ``pj.Call`` is created, used and dropped on that thread, inside its
   DISCONNECTED callback, so no other thread ever holds one.
 
@@ -29,8 +33,18 @@ and go), a thread that forgot to register aborts the process, and the callback
 thread and a command thread would race on the same ``pj.Call`` (which is
 exactly how a stale object ends up hanging up a reused call id). The price is up
 to :data:`POLL_MS` of latency per command and that a slow
-:class:`~.telephony.CallEvents` method delays all SIP processing, which the
+``CallEvents`` method delays all SIP processing, which the
 interface forbids anyway.
+
+Audio. The flow's prompts are played by a :class:`~.media.Playout` that the
+``pjsua`` thread ticks after each poll: each stream is opened there (the
+flow's ``bridge.iterate``) and its frames are taken at real-time pace there,
+then discarded. pjsua2's ``AudioMediaPort`` would carry them to the caller,
+but it is pulled: the conference bridge calls its ``onFrameRequested`` on the
+sound device's clock thread, not on the ``pjsua`` thread, so feeding it would
+move the consumption to a second thread and a hand-off buffer. The pacing,
+the first-frame latency and the stop on hangup are the same either way. A
+hangup stops the call's playout before the flow hears of it.
 
 Calls are identified by their SIP ``Call-ID``, which unlike pjsua's numeric id
 is never reused, so a late command for a finished call is ignored. Each call's
@@ -46,27 +60,25 @@ One :class:`SipTelephony` per process: pjsua2 has a single library instance.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
-import queue
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-try:
-    import pjsua2 as pj
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the sip telephony stack needs pjsua2: pip install 'bridge[sip]' "
-        "(PyPI package pjsua2-python)"
-    ) from exc
+from bridge import Bridge, BridgeClosed, PinnedThread
+from examples.telephony_flow.telephony import AudioStream, CallEvents, Played
 
-from .telephony import CallEvents
+from ._pjsua import Account as _Account
+from ._pjsua import Call as _Call
+from ._pjsua import describe as _describe
+from ._pjsua import listening as _listening
+from ._pjsua import pj
+from ._pjsua import stdout_silenced as _stdout_silenced
+from ._pjsua import translated as _translated
+from .media import Playout
 
 __all__ = ("MAX_CONCURRENT_CALLS", "POLL_MS", "SipTelephony")
 
@@ -75,6 +87,9 @@ MAX_CONCURRENT_CALLS: Final = 4
 
 POLL_MS: Final = 5
 """How long one ``libHandleEvents`` poll may block, so the longest wait for a command."""
+
+_IDLE_INTERVAL_S: Final = 0.001
+"""How long the ``pjsua`` thread waits for a command between two polls."""
 
 _STOP_DRAIN_S: Final = 2.0
 """How long :meth:`SipTelephony.stop` lets hung-up calls reach DISCONNECTED."""
@@ -87,84 +102,14 @@ def _ignore(_message: str) -> None:
     pass
 
 
-def _describe(exc: Exception) -> str:
-    """The useful part of an exception; ``pj.Error`` has an empty ``str()``."""
-    if isinstance(exc, pj.Error):
-        return f"{exc.title}: {exc.reason} (status {exc.status})"
-    return repr(exc)
-
-
-def _translated(command: Callable[[], _T]) -> _T:
-    """Run ``command``, raising a ``pj.Error`` as a RuntimeError that says what failed.
-
-    The exception travels to the thread that asked for the command, so the
-    frames it went through are cleared first: their locals may hold a
-    ``pj.Call``, which must never be collected outside the ``pjsua`` thread.
-    """
-    try:
-        return command()
-    except pj.Error as exc:
-        traceback.clear_frames(exc.__traceback__)
-        error = RuntimeError(_describe(exc))
-    except Exception as exc:
-        traceback.clear_frames(exc.__traceback__)
-        raise
-    raise error  # outside the handler: no __context__ pointing at the pj.Error
-
-
-@contextlib.contextmanager
-def _stdout_silenced() -> Iterator[None]:
-    """Point file descriptor 1 at /dev/null meanwhile (C code writes to it directly)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    """One pjsua2 call; lives only on the ``pjsua`` thread."""
-
-    def __init__(self, stack: SipTelephony, account: pj.Account, pj_id: int) -> None:
-        super().__init__(account, pj_id)
-        info = self.getInfo()
-        self.sip_call_id: str = info.callIdString
-        self.caller: str = info.remoteUri
-        self.answered = False
-        self.hung_up_locally = False
-        self._stack = stack
-
-    def onCallState(self, prm: Any) -> None:
-        self._stack._guard("call state", self._stack._on_call_state, self)
-
-    def onCallMediaState(self, prm: Any) -> None:
-        self._stack._guard("media state", self._stack._on_media_state, self)
-
-    def onDtmfDigit(self, prm: Any) -> None:
-        self._stack._guard("dtmf", self._stack._on_dtmf, self, str(prm.digit))
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    """The local account that receives calls; lives only on the ``pjsua`` thread."""
-
-    def __init__(self, stack: SipTelephony) -> None:
-        super().__init__()
-        self._stack = stack
-
-    def onIncomingCall(self, prm: Any) -> None:
-        self._stack._guard("incoming call", self._stack._on_incoming_call, self, prm.callId)
-
-
 class SipTelephony:
     """A SIP user agent on pjsua2 that answers calls on ``host:port`` (UDP).
 
     Args:
         host: The IP address to listen on, e.g. ``"127.0.0.1"``.
         port: The UDP port to listen on (1-65535).
+        bridge: The bridge whose pinned thread runs pjsua2 (started if needed
+            by :meth:`start`); its shutdown also stops the stack.
         on_log: Called with one line of text for what the stack does (calls
             answered, text "said", errors raised by a callback); called on the
             ``pjsua`` thread, so it must return quickly. Default: discard.
@@ -173,7 +118,9 @@ class SipTelephony:
         ValueError: ``host`` is not an IP address or ``port`` is out of range.
     """
 
-    def __init__(self, host: str, port: int, *, on_log: LogFn | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, *, bridge: Bridge, on_log: LogFn | None = None
+    ) -> None:
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -182,23 +129,24 @@ class SipTelephony:
             raise ValueError(f"port must be an int in 1..65535, got {port!r}")
         self._host = host
         self._port = port
+        self._bridge = bridge
         self._log: LogFn = on_log or _ignore
-        self._lock = threading.Lock()
-        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]
-        self._commands = queue.SimpleQueue()
-        self._running = False  # guarded by _lock: commands are accepted
-        self._stop_requested = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the three fields below
+        self._pinned: PinnedThread | None = None
+        self._running = False  # commands are accepted
+        self._stopped = False
         self._events: CallEvents | None = None
         # Owned by the pjsua thread:
+        self._endpoint: pj.Endpoint | None = None
         self._calls: dict[str, _Call] = {}
         self._calls_started = 0
         self._callback_errors = 0
         self._idle_ports = 0
         self._account: _Account | None = None
+        self._playout = Playout(self._sink)
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
+        state = "running" if self._running else "stopped"  # a racy peek, for people
         return f"<SipTelephony {self._host}:{self._port} {state}>"
 
     @property
@@ -209,15 +157,15 @@ class SipTelephony:
     @property
     def callback_errors(self) -> int:
         """How many exceptions the stack caught in its callbacks (including the
-        :class:`~.telephony.CallEvents` methods); each is also reported to ``on_log``."""
+        ``CallEvents`` methods); each is also reported to ``on_log``."""
         return self._callback_errors
 
     # -- Telephony -----------------------------------------------------------
 
     def start(self, events: CallEvents) -> None:
-        """Start pjsua on its own thread and listen; return once it is listening.
+        """Start pjsua on the bridge's pinned thread and listen; return once it listens.
 
-        **Thread safety:** call once, from any thread other than ``pjsua``.
+        **Thread safety:** call once, from any thread but ``pjsua`` and the loop's.
 
         Raises:
             RuntimeError: The stack was already started or stopped, or pjsua
@@ -225,27 +173,35 @@ class SipTelephony:
                 left running then.
         """
         with self._lock:
-            if self._thread is not None or self._stop_requested.is_set():
+            if self._pinned is not None or self._stopped:
                 raise RuntimeError("SipTelephony.start() was already called, or stop()")
             self._events = events
-            ready: Future[None] = Future()
-            self._thread = threading.Thread(target=self._run, args=(ready,), name="pjsua")
-        self._thread.start()
+            pinned = self._bridge.pinned_thread(
+                "pjsua",
+                initializer=self._open,
+                idle=self._poll,
+                idle_interval=_IDLE_INTERVAL_S,
+                finalizer=self._close,
+            )
+            self._pinned = pinned
         try:
-            ready.result()
-        except Exception:
-            self._thread.join()
-            raise
+            pinned.call(_listening)  # runs after the initializer
+        except BridgeClosed as exc:
+            pinned.close()
+            raise RuntimeError(str(exc.__cause__ or exc)) from None
+        with self._lock:
+            self._running = not self._stopped
 
     def answer(self, call_id: str) -> None:
         """Answer a ringing call with 200 OK; unknown, answered or ended calls are ignored.
 
-        **Thread safety:** any thread; blocks until the ``pjsua`` thread has run it
-        (about :data:`POLL_MS` at most, plus the time to send the response).
+        **Thread safety:** any thread but the loop's; blocks until the ``pjsua``
+        thread has run it (about :data:`POLL_MS` at most, plus the time to send
+        the response).
         After :meth:`stop` it returns at once and does nothing.
 
         **Cancellation and timeouts:** there is no timeout: the wait ends when
-        the command has run, which a :class:`~.telephony.CallEvents` method
+        the command has run, which a ``CallEvents`` method
         that blocks the ``pjsua`` thread would delay.
 
         Raises:
@@ -259,6 +215,14 @@ class SipTelephony:
         **Thread safety**, **cancellation and timeouts:** as :meth:`answer`.
         """
         self._submit(lambda: self._say(call_id, text), None)
+
+    def play(self, call_id: str, stream: AudioStream) -> Future[Played]:
+        """Queue *stream* for the call's playout on the ``pjsua`` thread.
+
+        **Thread safety:** any thread; never blocks. The frames are taken on the
+        ``pjsua`` thread, 20 ms apart, and discarded (see the module's notes).
+        """
+        return self._playout.add(call_id, stream)
 
     def hangup(self, call_id: str) -> None:
         """Hang up a call (BYE, or 603 if not yet answered); ``call_ended`` follows.
@@ -291,32 +255,34 @@ class SipTelephony:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        """Hang up every call, destroy pjsua and join its thread; idempotent.
+        """Hang up every call, destroy pjsua and end its thread; idempotent.
 
         Calls still alive get ``call_ended(call_id, by_remote=False)`` on the
-        ``pjsua`` thread before this returns.
+        ``pjsua`` thread before this returns. The bridge's shutdown does the
+        same if this was not called.
 
         **Thread safety:** any thread except ``pjsua`` (that would deadlock:
-        raises RuntimeError).
+        raises RuntimeError) and the loop's.
         """
-        thread = self._thread
-        if thread is threading.current_thread():
-            raise RuntimeError("SipTelephony.stop() called on the pjsua thread would deadlock")
-        self._stop_requested.set()
-        if thread is not None:
-            thread.join()
+        with self._lock:
+            pinned = self._pinned
+            if pinned is not None and pinned.thread is threading.current_thread():
+                raise RuntimeError("SipTelephony.stop() called on the pjsua thread would deadlock")
+            self._running, self._stopped = False, True
+        if pinned is not None:
+            pinned.close(timeout=None)  # runs the commands queued, then the finalizer
 
     # -- commands, run on the pjsua thread -----------------------------------
 
     def _submit(self, command: Callable[[], _T], if_stopped: _T) -> _T:
-        if threading.current_thread() is self._thread:
-            return _translated(command)
-        done: Future[_T] = Future()
         with self._lock:
-            if not self._running:
-                return if_stopped
-            self._commands.put((command, done))
-        return done.result()
+            pinned = self._pinned if self._running else None
+        if pinned is None:
+            return if_stopped
+        try:
+            return pinned.call(_translated, command)
+        except BridgeClosed:  # stopped meanwhile
+            return if_stopped
 
     def _answer(self, call_id: str) -> None:
         call = self._calls.get(call_id)
@@ -326,6 +292,7 @@ class SipTelephony:
         prm = pj.CallOpParam()
         prm.statusCode = 200
         call.answer(prm)
+        self._playout.begin_call(call_id)
         self._log(f"answered {call_id}")
 
     def _ports_held(self) -> int:
@@ -367,6 +334,7 @@ class SipTelephony:
     def _on_call_state(self, call: _Call) -> None:
         if call.getInfo().state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
+        self._playout.end_call(call.sip_call_id)  # no frame after this
         # Drop the last reference here, before pjsua can reuse the numeric id.
         del self._calls[call.sip_call_id]
         assert self._events is not None
@@ -384,27 +352,26 @@ class SipTelephony:
 
     # -- the pjsua thread ----------------------------------------------------
 
-    def _run(self, ready: Future[None]) -> None:
+    def _open(self) -> None:
+        """The pinned thread's initializer: create, start and listen, or undo and raise."""
+        error = self._try_open()
+        if error is not None:  # raised here, where no frame holds a pj object
+            raise RuntimeError(error)
+
+    def _try_open(self) -> str | None:
+        """Open pjsua; on failure destroy it and return why (its pj objects die here)."""
         endpoint = pj.Endpoint()
         try:
-            self._open(endpoint)
-        except Exception as exc:  # noqa: BLE001 - re-raised by start() as a RuntimeError
+            self._configure(endpoint)
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            self._account = None
             self._destroy(endpoint)
-            message = f"SIP stack failed to listen on {self._host}:{self._port}: {_describe(exc)}"
-            ready.set_exception(RuntimeError(message))
-            return
-        with self._lock:
-            self._running = True
-        ready.set_result(None)
-        try:
-            self._serve(endpoint)
-        finally:
-            with self._lock:
-                self._running = False
-            self._run_commands()  # anything queued before _running went False
-            self._close(endpoint)
+            traceback.clear_frames(exc.__traceback__)
+            return f"SIP stack failed to listen on {self._host}:{self._port}: {_describe(exc)}"
+        self._endpoint = endpoint
+        return None
 
-    def _open(self, endpoint: pj.Endpoint) -> None:
+    def _configure(self, endpoint: pj.Endpoint) -> None:
         with _stdout_silenced():  # pjlib logs a banner to stdout before libInit
             endpoint.libCreate()
         config = pj.EpConfig()
@@ -428,30 +395,28 @@ class SipTelephony:
         self._account = _Account(self)
         self._account.create(account_config)
 
-    def _serve(self, endpoint: pj.Endpoint) -> None:
-        while not self._stop_requested.is_set():
-            endpoint.libHandleEvents(POLL_MS)
-            self._run_commands()
+    def _poll(self) -> None:
+        """The pinned thread's idle: poll pjsua, then play the frames that are due."""
+        assert self._endpoint is not None
+        self._endpoint.libHandleEvents(POLL_MS)
+        self._playout.tick()
 
-    def _run_commands(self) -> None:
-        while True:
-            try:
-                command, done = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                result = _translated(command)
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
-                done.set_exception(exc)
-            else:
-                done.set_result(result)
+    def _sink(self, call_id: str, frame: bytes) -> bool:
+        """Discard one frame of a call's prompt (``pjsua`` thread); False if it has ended."""
+        return call_id in self._calls
 
-    def _close(self, endpoint: pj.Endpoint) -> None:
+    def _close(self) -> None:
+        """The pinned thread's finalizer: hang up, let the calls end, destroy pjsua."""
         # No pj object may outlive libDestroy, not even in a local variable: a
         # Call collected afterwards aborts the process. Hence no loop here.
+        endpoint, self._endpoint = self._endpoint, None
+        assert endpoint is not None
+        self._playout.close()
+        deadline = time.monotonic() + _STOP_DRAIN_S
+        while self._awaiting_ack() and time.monotonic() < deadline:
+            endpoint.libHandleEvents(POLL_MS)  # a BYE may only follow the caller's ACK
         self._mark_all_hung_up()
         endpoint.hangupAllCalls()
-        deadline = time.monotonic() + _STOP_DRAIN_S
         while self._calls and time.monotonic() < deadline:
             endpoint.libHandleEvents(POLL_MS)
         self._calls.clear()
@@ -459,6 +424,11 @@ class SipTelephony:
             self._account.shutdown()
             self._account = None
         self._destroy(endpoint)
+
+    def _awaiting_ack(self) -> bool:
+        """Whether a call was answered and the caller's ACK has not arrived yet."""
+        connecting = pj.PJSIP_INV_STATE_CONNECTING
+        return any(c.answered and c.getInfo().state == connecting for c in self._calls.values())
 
     def _mark_all_hung_up(self) -> None:
         for call in self._calls.values():

@@ -1,6 +1,9 @@
 """A simulated telephony stack: seeded visitors calling the intercom.
 
-It behaves like a native SIP library as far as threads go. Its callbacks run on
+It stands in for a SIP stack and its media engine, with visitors who dial,
+press keys, listen and hang up, so that the flow can run hundreds of calls
+without a network peer. It behaves like a native SIP library as far as
+threads go. Its callbacks run on
 a small pool of its own worker threads, half of them started with
 ``_thread.start_new_thread`` (no ``threading.Thread`` object: Python sees them
 as ``Dummy-N``, like a C library's threads), and one call's callbacks may move
@@ -12,11 +15,18 @@ resident answers, one whose resident never answers, one that does not exist, or
 dial a silent apartment and hang up early (while the flow is still busy with
 the call). ``concurrency`` calls are in progress at once until ``calls`` have
 ended.
+
+Audio: one media thread, ``sim-media``, plays every call's prompts with a
+:class:`~.media.Playout` (20 ms per frame). The visitor's ear counts the frames
+it hears, and any frame that arrives once the visitor has hung up: the stack
+stops the call's playout before it reports the end of the call, so there are
+none.
 """
 
 from __future__ import annotations
 
 import _thread
+import concurrent.futures
 import heapq
 import itertools
 import random
@@ -26,8 +36,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from .directory import ANSWERING, SILENT
-from .telephony import CallEvents
+from examples.telephony_flow.services.directory import ANSWERING, SILENT
+from examples.telephony_flow.telephony import AudioStream, CallEvents, Played
+
+from .media import Playout
 
 __all__ = ["SCENARIOS", "CallPlan", "SimStats", "SimulatedTelephony", "make_plans"]
 
@@ -62,8 +74,12 @@ class SimStats:
     calls_ended: int
     ended_by_visitor: int
     ended_by_flow: int
-    #: answer/say/hangup calls for a call that had already ended.
+    #: answer/say/play/hangup calls for a call that had already ended.
     late_operations: int
+    #: Frames the visitors heard.
+    frames_heard: int
+    #: Frames that reached a visitor who had hung up (always 0).
+    frames_after_hangup: int
 
 
 def make_plans(calls: int, seed: int) -> list[CallPlan]:
@@ -94,7 +110,7 @@ class _Call:
 
 
 class SimulatedTelephony:
-    """The simulated stack; implements :class:`~.telephony.Telephony`.
+    """The simulated stack; implements ``Telephony``.
 
     Args:
         calls: how many calls to place in total.
@@ -133,6 +149,11 @@ class SimulatedTelephony:
         self._started = self._ended = self._by_visitor = self._late = 0
         self._stopping = False
         self._exited: list[threading.Lock] = []  # held by each worker until it exits
+        self._ear = threading.Lock()  # guards _listening and the two counters below
+        self._listening: set[str] = set()  # answered calls whose visitor is still there
+        self._heard = self._after_hangup = 0
+        self._playout = Playout(self._hear)
+        self._media = threading.Thread(target=self._play_media, name="sim-media")
         self.finished: Final = threading.Event()  # every planned call has ended
 
     # -- Telephony --------------------------------------------------------------
@@ -145,6 +166,7 @@ class SimulatedTelephony:
             self._events = events
             for n in range(min(self._concurrency, len(self.plans))):
                 self._place_next(n * 0.001)
+        self._media.start()
         for n in range(self._workers):
             exited = threading.Lock()
             exited.acquire()
@@ -162,6 +184,9 @@ class SimulatedTelephony:
             if call is None or call.answered:
                 return
             call.answered = True
+            self._playout.begin_call(call_id)
+            with self._ear:
+                self._listening.add(call_id)
             self._schedule(self._first_digit_after, self._press, call, 0)
             if call.plan.leave_after is not None:
                 self._schedule(call.plan.leave_after, self._end, call, True)
@@ -170,6 +195,12 @@ class SimulatedTelephony:
         """Pretend to play *text*: the simulated visitor does not listen."""
         with self._cond:
             self._live(call_id)
+
+    def play(self, call_id: str, stream: AudioStream) -> concurrent.futures.Future[Played]:
+        """Queue *stream* on the media thread; returns at once (see ``Telephony.play``)."""
+        with self._cond:
+            self._live(call_id)
+        return self._playout.add(call_id, stream)
 
     def hangup(self, call_id: str) -> None:
         """Hang up; ``call_ended(call_id, by_remote=False)`` follows on a worker."""
@@ -190,6 +221,8 @@ class SimulatedTelephony:
         for exited in self._exited:  # _thread threads cannot be joined: wait for the lock
             exited.acquire()
             exited.release()
+        if self._media.ident is not None:
+            self._media.join()
 
     def stats(self) -> SimStats:
         """A snapshot of what the stack saw. Any thread."""
@@ -200,6 +233,8 @@ class SimulatedTelephony:
                 self._by_visitor,
                 self._ended - self._by_visitor,
                 self._late,
+                self._heard,
+                self._after_hangup,
             )
 
     # -- internals (with the lock held, as marked) -----------------------------------
@@ -228,6 +263,23 @@ class SimulatedTelephony:
         self._started += 1
         self._schedule(delay, self._ring, call)
         self._schedule(self._patience, self._end, call, True)
+
+    def _play_media(self) -> None:
+        """The media thread: play what is due, sleep until the next frame."""
+        while True:
+            with self._cond:
+                if self._stopping:
+                    break
+            self._playout.wait(self._playout.tick())
+        self._playout.close()
+
+    def _hear(self, call_id: str, frame: bytes) -> bool:
+        """The visitor's ear (media thread, playout lock held)."""
+        with self._ear:
+            gone = call_id not in self._listening
+            self._heard += not gone
+            self._after_hangup += gone
+        return not gone
 
     def _work(self, exited: threading.Lock) -> None:
         try:
@@ -274,6 +326,9 @@ class SimulatedTelephony:
                 if call.ended:
                     return
                 call.ended = True
+            self._playout.end_call(call.plan.call_id)  # silence first, then the hangup
+            with self._ear:
+                self._listening.discard(call.plan.call_id)
             self._flow.call_ended(call.plan.call_id, by_visitor)
         with self._cond:
             del self._calls[call.plan.call_id]

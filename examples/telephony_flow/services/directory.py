@@ -1,7 +1,9 @@
 """The building's directory: a small HTTP/1.1 service on 127.0.0.1.
 
-The flow looks residents up and rings them through this service with an
-``httpx.AsyncClient``, over a real TCP socket on loopback.
+It stands in for the building's resident directory and intercom handsets, a
+separate service in a real installation: the flow looks residents up and rings
+them through it with an ``httpx.AsyncClient``, over a real TCP socket on
+loopback.
 
 It runs on its own thread with its own event loop (``asyncio.run`` once, for the
 life of the service), standing in for a separate process: the flow's bridge
