@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test test-all test-long lint check bench bench-smoke clean
+.PHONY: demo test test-all test-long lint check bench bench-smoke bench-cluster cluster-netns clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,19 @@ bench: $(VENV)/.installed-dev,bench
 # Every benchmark case with tiny sizes, in seconds; writes to a temporary directory.
 bench-smoke: $(VENV)/.installed-dev,bench
 	$(PY) -m bench --smoke
+
+# The telephony example's cluster (Kamailio + N sip agents, sipp calling): calls/s
+# and callback-to-job p99 at 1, 2, 4 and 8 agents, the rate stepped up until calls
+# fail or p99 passes 50 ms; writes bench/results/cluster.md (about 10 minutes).
+# Needs kamailio, sipp (sip-tester) and the sip extra.
+bench-cluster: $(VENV)/.installed-sip
+	$(PY) -m bench.cluster --out bench/results/cluster.md
+
+# The same cluster across four network namespaces (proxy, two agents, sipp) on
+# 198.18.0.0/24, which exists only inside them. Root only (skips otherwise);
+# removes its namespaces on every exit path. Not part of .ci/run.
+cluster-netns: $(VENV)/.installed-sip
+	examples/telephony_flow/cluster/netns.sh $(PY)
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache build dist

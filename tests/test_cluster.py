@@ -4,7 +4,10 @@ Each test starts ``python -m examples.telephony_flow cluster`` in a
 subprocess, waits for its ``ready`` line, and places calls with sipp through
 the proxy (``tests/sipp/cluster_uac.xml``: the ACK, INFOs and 200 to BYE follow
 the route set the proxy recorded). Synchronisation is on the cluster's output
-lines (``ready``, ``agent #k took its first call``), never on sleeps.
+lines (``ready``, ``agent #k took its first call``), never on sleeps. Two
+tests drive one ``sip --events`` agent directly (sipp calling it, no proxy):
+its drain on SIGTERM, with the 503 it gives a new INVITE meanwhile, and the
+drain timeout that cuts a call off.
 
 Needs Kamailio (``apt-get install kamailio``), sipp (``apt-get install
 sip-tester``) and pjsua2 (``pip install -e '.[sip]'``); skipped with the reason
@@ -25,6 +28,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -284,3 +289,173 @@ def test_ctrl_c_leaves_nothing_behind(cluster: Any, tmp_path: Path) -> None:
     assert proc.proc.returncode == -signal.SIGINT, proc.explain()
     alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], alive
+
+
+# -- one agent, drained directly --------------------------------------------------------
+
+
+class AgentProcess:
+    """``python -m examples.telephony_flow sip --events`` in a subprocess, lines on a queue."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port_block(0)
+        command = [
+            sys.executable, "-m", "examples.telephony_flow", "sip",
+            "--listen", f"127.0.0.1:{self.port}", "--events", *args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, None))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: IO[str] | None, sink: list[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            if sink is None:
+                self.stderr_lines.append(line.rstrip("\n"))
+                continue
+            sink.append(line.rstrip("\n"))
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        """Until the agent answers a SIP OPTIONS (its stack listens)."""
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(0.2)
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.explain()
+                sock.sendto(_options(self.port, sock.getsockname()[1]), ("127.0.0.1", self.port))
+                try:
+                    if sock.recv(4096).startswith(b"SIP/2.0 200"):
+                        return
+                except TimeoutError:
+                    continue
+        pytest.fail(f"the agent did not listen within {timeout} s:\n{self.explain()}")
+
+    def expect_event(self, event: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"no {event!r} event within {timeout} s:\n{self.explain()}")
+            if line.startswith("{") and json.loads(line).get("event") == event:
+                return dict(json.loads(line))
+
+    def finish(self) -> tuple[int, dict[str, Any]]:
+        try:
+            self.proc.wait(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the agent did not exit:\n{self.explain()}")
+        self._close()
+        return self.proc.returncode, json.loads(self.stdout[-1])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def explain(self) -> str:
+        out = "\n".join(self.stdout[-30:])
+        return f"stdout:\n{out}\nstderr:\n" + "\n".join(self.stderr_lines[-30:])
+
+
+def _options(port: int, local_port: int) -> bytes:
+    tag = uuid.uuid4().hex
+    return (
+        f"OPTIONS sip:intercom@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{tag}\r\n"
+        f"From: <sip:probe@127.0.0.1:{local_port}>;tag={tag[:8]}\r\n"
+        f"To: <sip:intercom@127.0.0.1:{port}>\r\nCall-ID: {tag}@127.0.0.1\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def call_agent(port: int, scenario: str, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    """sipp placing one call straight to the agent."""
+    assert SIPP is not None
+    command = [
+        SIPP, f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), *extra,
+        "-i", "127.0.0.1", "-p", "0", "-mi", "127.0.0.1", "-m", "1",
+        "-recv_timeout", "30000", "-timeout", "60", "-timeout_error", "-nostdin",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+@pytest.fixture
+def agent() -> Iterator[Any]:
+    started: list[AgentProcess] = []
+
+    def start(*args: str) -> AgentProcess:
+        started.append(AgentProcess(*args))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+def test_agent_drains_on_sigterm_and_refuses_new_calls(agent: Any, tmp_path: Path) -> None:
+    # Apartment 201 never answers: the call rings the resident for 3 s, then the
+    # flow says sorry and hangs up. It is in progress throughout the drain.
+    keys = tmp_path / "silent_resident.csv"
+    keys.write_text("SEQUENTIAL\n2;0;1;\n", encoding="utf-8")
+    ua = agent("--resident-timeout", "3", "--drain-timeout", "20")
+    ua.wait_listening()
+    first = call_agent(ua.port, "cluster_uac.xml", tmp_path, "-inf", str(keys))
+    started = ua.expect_event("call.start")
+    ua.proc.send_signal(signal.SIGTERM)
+    draining = ua.expect_event("agent.draining")
+    assert draining["calls"] == 1, draining  # the call is still up
+    refused = call_agent(ua.port, "cluster_refused.xml", tmp_path)
+    refused_rc, refused_out = sipp_result(refused)
+    assert refused_rc == 0, refused_out  # it got its 503
+    first_rc, first_out = sipp_result(first)
+    assert first_rc == 0, first_out  # the call ended normally: the agent's BYE
+    rc, summary = ua.finish()
+    assert rc == 0, ua.explain()
+    assert summary["ok"] is True, summary
+    assert summary["calls"] == 1, summary
+    assert summary["outcomes"]["no_answer"] == 1, summary  # ended by the flow
+    assert summary["outcomes"]["cut_off"] == 0, summary
+    ends = [json.loads(x) for x in ua.stdout if '"call.end"' in x]
+    assert ends == [{"event": "call.end", "call_id": started["call_id"], "by": "flow",
+                     "t": ends[0]["t"]}], ends  # fmt: skip
+    assert sum('"call.start"' in x for x in ua.stdout) == 1, ua.stdout  # 503: not a call
+
+
+def test_agent_drain_timeout_cuts_the_call_off_and_exits_1(agent: Any, tmp_path: Path) -> None:
+    ua = agent("--dtmf-timeout", "20", "--drain-timeout", "0.5")
+    ua.wait_listening()
+    caller = call_agent(ua.port, "uac_silent.xml", tmp_path)  # never dials
+    started = ua.expect_event("call.start")
+    ua.proc.send_signal(signal.SIGTERM)
+    assert ua.expect_event("agent.draining")["calls"] == 1
+    ended = ua.expect_event("call.end")
+    assert ended["call_id"] == started["call_id"], ended
+    assert ended["by"] == "stop", ended
+    caller_rc, caller_out = sipp_result(caller)
+    assert caller_rc == 0, caller_out  # the stop's BYE reached it
+    rc, summary = ua.finish()
+    assert rc == 1, ua.explain()
+    assert summary["outcomes"]["cut_off"] == 1, summary
+    assert summary["jobs_leaked"] == 0, summary

@@ -9,5 +9,7 @@ first, then SIGTERM) and adds their summaries up.
 
 Modules: :mod:`.proxy` (the Kamailio configuration and commands),
 :mod:`.ledger` (the agents' events), :mod:`.report` (the summary),
-:mod:`.run` (the run itself), :mod:`.cli` (the command line).
+:mod:`.run` (the run itself), :mod:`.cli` (the command line), :mod:`.agent`
+(the agents' event lines and drain), :mod:`.netns` with ``netns.sh`` (the same
+cluster across network namespaces, ``make cluster-netns``).
 """

@@ -8,16 +8,18 @@ which writes one JSON line per call start and end on stdout (the format
 SIGTERM: the stack refuses new calls (503, so the proxy tries the next
 agent), the calls in progress go on until they end or ``timeout`` passes, and
 then the agent's run is told to finish (stop the stack, shut the bridge down,
-print its report).
+print its report), and the exit status goes back to ``handle_signals``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol, TextIO
 
 from .ledger import CALL_END, CALL_START, DRAINING
@@ -35,15 +37,16 @@ class EventReporter:
     """Wraps the flow's :class:`~..telephony.CallEvents`; reports starts and ends as JSON lines.
 
     Its methods are called on the stack's thread, like the flow's, and each
-    writes one short line (under a lock) before calling the flow.
+    writes one short line (under a lock) to *out* before calling the flow
+    (``out=None``: it only keeps count, for :meth:`wait_idle`).
     ``call.end``'s ``by`` is ``"remote"`` when the caller hung up,
     ``"stop"`` once :meth:`stopping` was called (the stack is hanging up
     what is left: cut off), and ``"flow"`` otherwise.
     """
 
-    def __init__(self, flow: _CallEvents, out: TextIO | None = None) -> None:
+    def __init__(self, flow: _CallEvents, out: TextIO | None) -> None:
         self._flow = flow
-        self._out = out if out is not None else sys.stdout
+        self._out = out
         self._lock = threading.Lock()  # guards the fields below and the output
         self._idle = threading.Condition(self._lock)
         self._in_progress: set[str] = set()
@@ -83,44 +86,104 @@ class EventReporter:
 
     def _write(self, record: dict[str, Any]) -> None:
         # Called with the lock held: lines never interleave.
+        if self._out is None:
+            return
         record["t"] = round(time.time(), 3)
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
 
 
+class _Refuses(Protocol):
+    def refuse_new_calls(self) -> None: ...
+
+
 class Drain:
-    """``on_signal`` for an agent: refuse new calls, let the others end, then finish.
+    """``on_signal`` for an agent: refuse new calls, let the others end, return the status.
+
+    The agent's ``main`` creates it before its bridge starts, installs it with
+    ``bridge.handle_signals(b, on_signal=drain)``, :meth:`attach` gives it the stack
+    and the reporter once they exist, watches :attr:`stop` (its run ends when
+    it is set), and, once its summary is printed, hands the exit status over
+    with :meth:`report`.
 
     Args:
-        refuse: makes the stack answer new INVITEs with 503 (any thread).
-        events: the reporter that knows which calls are in progress.
-        finish: tells the agent's run to end (its stop, shutdown and report).
         timeout: how long calls in progress may go on (``--drain-timeout``).
+        report_grace: how long, after the calls, to wait for the summary.
     """
 
-    def __init__(
-        self,
-        refuse: Callable[[], None],
-        events: EventReporter,
-        finish: Callable[[], None],
-        timeout: float,
-    ) -> None:
-        self._refuse = refuse
-        self._events = events
-        self._finish = finish
+    def __init__(self, timeout: float, report_grace: float = 60.0) -> None:
         self._timeout = timeout
-        self.started = threading.Event()
+        self._report_grace = report_grace
+        self._lock = threading.Lock()  # guards _stack, _events and _draining
+        self._stack: _Refuses | None = None
+        self._events: EventReporter | None = None
+        self._draining = False
+        self._status: Future[int] = Future()
+        self._process_ends = threading.Event()
+        #: Set once the run should end (the calls are over, or the timeout passed).
+        self.stop = threading.Event()
+        #: Whether calls were still up when the timeout passed (they are cut off).
         self.timed_out = False
 
-    def __call__(self) -> None:
-        """Drain (the ``bridge-signals`` helper thread); blocks up to ``timeout``.
+    def attach(self, stack: _Refuses, events: EventReporter) -> None:
+        """The stack and reporter of the run (before the stack starts). Any thread."""
+        with self._lock:
+            self._stack, self._events = stack, events
+            draining = self._draining
+        if draining:  # the signal came while the run was starting
+            stack.refuse_new_calls()
+
+    def __call__(self) -> int:
+        """Drain (the ``bridge-signals`` helper thread); returns the exit status.
+
+        Blocks until the calls in progress have ended (each ended by the flow
+        or the caller) or ``timeout`` passed, then sets :attr:`stop` and waits
+        for :meth:`report`.
 
         **Cancellation and timeouts:** calls still up after ``timeout`` are
-        left to the run's stop, which hangs them up (they count as cut off).
+        left to the run's stop, which hangs them up (reported as cut off, and
+        the status is 1); no summary within ``report_grace`` also gives 1.
         """
-        self.started.set()
-        self._refuse()
-        self._events.draining()
-        print("draining: refusing new calls, waiting for calls in progress", file=sys.stderr)
-        self.timed_out = not self._events.wait_idle(self._timeout)
-        self._finish()
+        with self._lock:
+            self._draining = True
+            stack, events = self._stack, self._events
+        if stack is not None and events is not None:
+            stack.refuse_new_calls()
+            events.draining()
+            print("draining: refusing new calls, waiting for calls in progress", file=sys.stderr)
+            self.timed_out = not events.wait_idle(self._timeout)
+            if self.timed_out:
+                events.stopping()
+        self.stop.set()
+        try:
+            status = self._status.result(timeout=self._report_grace)
+        except concurrent.futures.TimeoutError:
+            return 1
+        return 1 if self.timed_out else status
+
+    def wrapper(self, out: TextIO | None) -> Callable[[Any, _CallEvents], EventReporter]:
+        """For the runner: wrap the flow in an :class:`EventReporter` on *out* and attach."""
+
+        def wrap(stack: Any, flow: _CallEvents) -> EventReporter:
+            reporter = EventReporter(flow, out)
+            self.attach(stack, reporter)
+            return reporter
+
+        return wrap
+
+    def report(self, status: int) -> None:
+        """The run's exit status, once its summary is out (the main thread; once)."""
+        if not self._status.done():
+            self._status.set_result(status)
+
+    def hold(self, timeout: float = 30.0) -> None:
+        """If a signal is draining, wait up to *timeout* for it to end the process.
+
+        After :meth:`report`, ``handle_signals`` shuts the bridge down, logs and
+        exits; the caller keeps its logging set up meanwhile. Without a signal
+        this returns at once. **Thread safety:** the main thread.
+        """
+        with self._lock:
+            draining = self._draining
+        if draining:
+            self._process_ends.wait(timeout)  # never set: the helper exits the process

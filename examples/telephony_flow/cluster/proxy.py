@@ -204,7 +204,9 @@ _TEMPLATE: Final = """#!KAMAILIO
 
 debug=1
 log_stderror=yes
-children=2
+# One UDP worker: two would forward an agent's 180 and 200 out of order at
+# times, which a strict caller (sipp) takes as a failed call.
+children=1
 auto_aliases=no
 disable_tcp=yes
 dns=no

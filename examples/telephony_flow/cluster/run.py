@@ -11,7 +11,8 @@ main thread, for ``handle_signals``):
 2. waits until ``kamcmd dispatcher.list`` shows every agent active (each has
    answered an OPTIONS probe), then prints ``ready`` on stdout;
 3. waits until ``calls`` calls are over (ended, or lost with a dead agent),
-   every agent has exited, the proxy has died, or a signal came. With
+   an agent crashed (once the proxy has taken it out of rotation), every
+   agent has exited, the proxy has died, or a signal came. With
    ``drain_after``, once that many calls have started in the whole cluster,
    agent #1 is drained: disabled in the dispatcher, then sent SIGTERM;
 4. drains the rest the same way (all agents disabled, then SIGTERM, each
@@ -61,6 +62,8 @@ _READY_POLL_S: Final = 0.2
 #: How long an agent gets beyond its drain timeout to shut down and report.
 _REPORT_GRACE_S: Final = 15.0
 _KAMCMD_TIMEOUT_S: Final = 5.0
+#: How long after an agent's crash the cluster waits for the proxy to notice.
+_NOTICE_LIMIT_S: Final = 10.0
 #: SIGTERM to SIGKILL for a job the bridge ends (an agent that did not stop).
 _KILL_GRACE_S: Final = 3.0
 _ROOT: Final = Path(__file__).resolve().parents[3]
@@ -85,11 +88,23 @@ class ClusterConfig:
     agent_command: Sequence[str] = AGENT_COMMAND
     #: Extra arguments for every agent.
     agent_args: Sequence[str] = field(default_factory=tuple)
+    #: Agent #k's IP address (default: the proxy's), e.g. in another network namespace.
+    agent_hosts: Sequence[str] = field(default_factory=tuple)
+    #: A command prefix per agent (e.g. ``ip netns exec NS``), and one for Kamailio.
+    agent_wrap: Sequence[Sequence[str]] = field(default_factory=tuple)
+    proxy_wrap: Sequence[str] = field(default_factory=tuple)
+    #: Called on the run's thread right after ``ready`` is printed (e.g. to start callers).
+    on_ready: Callable[[], None] | None = None
 
     def agent_addresses(self) -> tuple[tuple[str, int], ...]:
-        """Agent #k listens on the proxy's IP, port + k."""
+        """Agent #k listens on its host (default: the proxy's IP), port + k."""
         host, port = self.listen
-        return tuple((host, port + n) for n in range(1, self.processes + 1))
+        hosts = list(self.agent_hosts) or [host] * self.processes
+        return tuple((hosts[n - 1], port + n) for n in range(1, self.processes + 1))
+
+    def agent_prefix(self, number: int) -> tuple[str, ...]:
+        """The command prefix of agent *number* (1-based); empty by default."""
+        return tuple(self.agent_wrap[number - 1]) if self.agent_wrap else ()
 
 
 def say(message: str) -> None:
@@ -188,7 +203,7 @@ class Cluster:
     def _start(self) -> None:
         config = write_config(self._plan, self._directory, self._modules)
         self._proxy = self._bridge.run_process(
-            kamailio_args(self._kamailio, config),
+            [*self._config.proxy_wrap, *kamailio_args(self._kamailio, config)],
             key="proxy",
             kind="proxy",
             timeout=None,
@@ -201,6 +216,7 @@ class Cluster:
     def _start_agent(self, number: int) -> None:
         host, port = self._plan.agents[number - 1]
         args = [
+            *self._config.agent_prefix(number),
             *self._config.agent_command,
             *("--listen", f"{host}:{port}", "--events"),
             *("--dtmf-timeout", str(self._config.dtmf_timeout)),
@@ -261,6 +277,8 @@ class Cluster:
             f"(pids {pids}) on ports {port + 1}-{port + self._config.processes}",
             flush=True,
         )
+        if self._config.on_ready is not None:
+            self._config.on_ready()
 
     def _state(self, states: Mapping[str, str], number: int) -> bool:
         return states.get(self._plan.agent_uri(number - 1)) == "active"
@@ -285,6 +303,10 @@ class Cluster:
             if self._maybe_drain_first(started):
                 continue
             self._watch_agents()
+            crashed = self._crash_settled()
+            if crashed is not None:
+                self._errors.append(f"agent #{crashed} crashed: the run was stopped")
+                return
             if not self._ledger.live():
                 self._errors.append("every agent exited before the calls were done")
                 return
@@ -302,6 +324,19 @@ class Cluster:
             crashed = book.exited and book.number not in self._drained
             if crashed and book.number not in self._noticed:
                 self._notice_death(book.number)
+
+    def _crash_settled(self) -> int | None:
+        """An agent that died undrained, once the proxy took it out (or gave up on that).
+
+        A crash ends the run: the calls it lost are reported as cut off, the
+        other agents are drained, and the cluster exits 1.
+        """
+        for number, died in sorted(self._died_at.items()):
+            if number in self._drained:
+                continue
+            if number in self._noticed or time.monotonic() - died > _NOTICE_LIMIT_S:
+                return number
+        return None
 
     def _notice_death(self, number: int) -> None:
         try:
