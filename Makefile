@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test test-all test-long lint check bench bench-smoke docs clean
+.PHONY: demo test test-all test-long lint check bench bench-smoke bench-cluster cluster-netns docs clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,19 @@ bench-smoke: $(VENV)/.installed-dev,bench
 # NO_MKDOCS_2_WARNING silences Material's end-of-life notice (docs/about-these-docs.md).
 docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The telephony example's cluster (Kamailio + N sip agents, sipp calling): calls/s
+# and callback-to-job p99 at 1, 2, 4 and 8 agents, the rate stepped up until calls
+# fail or p99 passes 50 ms; writes bench/results/cluster.md (about 10 minutes).
+# Needs kamailio, sipp (sip-tester) and the sip extra.
+bench-cluster: $(VENV)/.installed-sip
+	$(PY) -m bench.cluster --out bench/results/cluster.md
+
+# The same cluster across four network namespaces (proxy, two agents, sipp) on
+# 198.18.0.0/24, which exists only inside them. Root only (skips otherwise);
+# removes its namespaces on every exit path. Not part of .ci/run.
+cluster-netns: $(VENV)/.installed-sip
+	examples/telephony_flow/cluster/netns.sh $(PY)
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache build dist
