@@ -211,6 +211,7 @@ def test_reference_lists_every_metric() -> None:
 CLIS = {
     "examples.telephony_flow simulate": ["-m", "examples.telephony_flow", "simulate", "--help"],
     "examples.telephony_flow sip": ["-m", "examples.telephony_flow", "sip", "--help"],
+    "examples.telephony_flow cluster": ["-m", "examples.telephony_flow", "cluster", "--help"],
     "examples.script_runner": ["-m", "examples.script_runner", "--help"],
 }
 
