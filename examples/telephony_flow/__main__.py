@@ -33,7 +33,6 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import math
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ import structlog
 import bridge as bridge_module
 from bridge import Bridge
 
+from .arguments import positive_int, seconds
 from .cluster import cli as cluster_cli
 from .cluster.agent import Drain
 from .flow import FlowConfig, make_bridge
@@ -72,26 +72,6 @@ class _Flow(Protocol):
 
 
 # -- arguments ----------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -150,26 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     modes = parser.add_subparsers(dest="mode", metavar="{simulate,sip,cluster}")
     sim = modes.add_parser("simulate", help="simulated calls, no network peer (the default)")
-    sim.add_argument("--calls", type=_positive_int, default=200, help="calls in total")
-    sim.add_argument("--concurrency", type=_positive_int, default=50, help="calls at once")
+    sim.add_argument("--calls", type=positive_int, default=200, help="calls in total")
+    sim.add_argument("--concurrency", type=positive_int, default=50, help="calls at once")
     sim.add_argument("--seed", type=int, default=0, help="seeds the visitors' behaviour")
     sim.add_argument(
         "--legacy", action="store_true", help="the original thread+asyncio.run pattern"
     )
-    sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S", help=_DTMF)
-    sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S", help=_RING)
+    sim.add_argument("--dtmf-timeout", type=seconds, default=1.5, metavar="S", help=_DTMF)
+    sim.add_argument("--resident-timeout", type=seconds, default=1.5, metavar="S", help=_RING)
     sim.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
     _add_ops_arguments(sim)
     sip = modes.add_parser("sip", help="a real SIP UA (pjsua2) answering calls")
     sip.add_argument("--listen", type=_listen, default=("127.0.0.1", 5070), metavar="IP:PORT")
     sip.add_argument(
-        "--max-calls", type=_positive_int, default=None, help="exit after N calls have ended"
+        "--max-calls", type=positive_int, default=None, help="exit after N calls have ended"
     )
-    sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S", help=_DTMF)
-    sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S", help=_RING)
+    sip.add_argument("--dtmf-timeout", type=seconds, default=5.0, metavar="S", help=_DTMF)
+    sip.add_argument("--resident-timeout", type=seconds, default=5.0, metavar="S", help=_RING)
     sip.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
     sip.add_argument("--events", action="store_true", help=_EVENTS)
-    sip.add_argument("--drain-timeout", type=_seconds, default=30.0, metavar="S", help=_DRAIN)
+    sip.add_argument("--drain-timeout", type=seconds, default=30.0, metavar="S", help=_DRAIN)
     _add_ops_arguments(sip)
     cluster = modes.add_parser("cluster", help=cluster_cli.DESCRIPTION)
     cluster_cli.add_arguments(cluster)

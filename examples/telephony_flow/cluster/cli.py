@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import ipaddress
-import math
 import sys
 from collections.abc import Sequence
+
+from examples.telephony_flow.arguments import positive_int, seconds
 
 from .proxy import BALANCE
 from .run import Cluster, ClusterConfig, ClusterError
@@ -32,26 +33,6 @@ __all__ = ["add_arguments", "main", "run_cli"]
 PROG = "python -m examples.telephony_flow cluster"
 DESCRIPTION = "The intercom flow on N user-agent processes behind a Kamailio proxy."
 _SIP_HINT = "pjsua2 is missing: pip install -e '.[sip]' (the sip extra, PyPI pjsua2-python)"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -70,7 +51,7 @@ def _address(text: str) -> tuple[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the cluster's options to *parser* (its own, or the example's subcommand)."""
     parser.add_argument(
-        "--processes", type=_count, default=3, metavar="N", help="user-agent processes"
+        "--processes", type=positive_int, default=3, metavar="N", help="user-agent processes"
     )
     parser.add_argument(
         "--listen",
@@ -80,20 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's address; agent #k listens on PORT+k",
     )
     parser.add_argument(
-        "--calls", type=_count, default=None, help="stop after N calls (default: Ctrl+C)"
+        "--calls", type=positive_int, default=None, help="stop after N calls (default: Ctrl+C)"
     )
-    parser.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S")
-    parser.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S")
+    parser.add_argument("--dtmf-timeout", type=seconds, default=5.0, metavar="S")
+    parser.add_argument("--resident-timeout", type=seconds, default=5.0, metavar="S")
     parser.add_argument(
         "--drain-after",
-        type=_count,
+        type=positive_int,
         default=None,
         metavar="K",
         help="drain agent #1 once K calls were answered in the cluster",
     )
     parser.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="how long a draining agent lets its calls go on",
