@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test test-all test-long lint check bench bench-quick bench-smoke clean
+.PHONY: demo test test-all test-long lint check bench bench-quick bench-smoke bench-cluster cluster-netns docs clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,10 @@ $(VENV)/.installed-sip: pyproject.toml | $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev $(VENV)/.installed-sip
 	$(PY) -m pytest
 
-# The suite on the other supported Pythons, 3.10, 3.12 and 3.13, one after the
-# other, each in a virtualenv under .nox/ that nox (from .[dev]) makes and keeps.
+# The library's tests on the other supported Pythons, 3.10, 3.12 and 3.13, one
+# after the other, each in a virtualenv under .nox/ that nox (from .[dev]) makes
+# and keeps. The examples', docs' and browser tests run on 3.11 only (`make test`;
+# noxfile.py's ON_311_ONLY lists them).
 # noxfile.py finds the interpreters (PATH, then ~/.pyenv/versions) and skips a
 # missing one, or fails it when BRIDGE_REQUIRE_ALL_PYTHONS=1, as CI sets.
 # NOX_ARGS passes arguments on: NOX_ARGS='-s "tests(3.12)" -- -k cancel -x'.
@@ -65,6 +67,26 @@ bench-quick: $(VENV)/.installed-dev,bench
 # Every benchmark case with tiny sizes, in seconds; writes to a temporary directory.
 bench-smoke: $(VENV)/.installed-dev,bench
 	$(PY) -m bench --smoke
+
+# The documentation site (docs/, mkdocs.yml): MkDocs with Material and
+# mkdocstrings, from the docs extra; built offline into site/, and --strict
+# turns every warning (a broken link, a missing reference) into a failure.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life notice (docs/about-these-docs.md).
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The telephony example's cluster (Kamailio + N sip agents, sipp calling): calls/s
+# and callback-to-job p99 at 1, 2, 4 and 8 agents, the rate stepped up until calls
+# fail or p99 passes 50 ms; writes bench/results/cluster.md (about 10 minutes).
+# Needs kamailio, sipp (sip-tester) and the sip extra.
+bench-cluster: $(VENV)/.installed-sip
+	$(PY) -m bench.cluster --out bench/results/cluster.md
+
+# The same cluster across four network namespaces (proxy, two agents, sipp) on
+# 198.18.0.0/24, which exists only inside them. Root only (skips otherwise);
+# removes its namespaces on every exit path. Not part of .ci/run.
+cluster-netns: $(VENV)/.installed-sip
+	examples/telephony_flow/cluster/netns.sh $(PY)
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache build dist

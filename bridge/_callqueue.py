@@ -31,7 +31,7 @@ from collections.abc import Callable
 from threading import Condition, Lock
 from typing import Any, final
 
-__all__ = ["Call", "CallQueue", "IdleDue", "run_call"]
+__all__ = ["Call", "CallQueue", "IdleDue"]
 
 #: A queued call: the future of its outcome, the function, its args, the caller's context.
 Call = tuple[
@@ -187,23 +187,6 @@ class CallQueue:
     def _take_waiters(self) -> list[_Waiter]:
         waiters, self._async_room = self._async_room, []
         return waiters
-
-
-def run_call(
-    future: concurrent.futures.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    ctx: contextvars.Context,
-) -> None:
-    """Run one call on the consumer thread; its outcome goes to *future*."""
-    if not future.set_running_or_notify_cancel():
-        return  # its caller went away while it was queued
-    try:
-        result = ctx.run(fn, *args)
-    except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 def _wake(waiters: list[_Waiter]) -> None:

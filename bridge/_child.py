@@ -21,16 +21,14 @@ import signal
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final, final
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 from ._children import ChildGroups, group_alive, signal_group
 from ._exceptions import exit_description
-from ._output import Capture, PipeReader, PipeWriter
+from ._output import Capture, OnLine, PipeReader, PipeWriter
 
-if TYPE_CHECKING:
-    from ._process import ProcessSpec
-
-__all__ = ["Child", "ExitWatch"]
+__all__ = ["Child", "ExitWatch", "ProcessSpec"]
 
 #: After SIGKILL, how long to wait for the group to disappear before giving up
 #: (a process in uninterruptible sleep; shutdown SIGKILLs it again).
@@ -41,6 +39,22 @@ _DRAIN: Final = 1.0
 _POLL: Final = 0.005  # the first interval of polling a group that has no leader left
 #: The status reported when someone else reaped the child (as asyncio does).
 _UNKNOWN_STATUS: Final = 255
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A checked ``run_process`` call (made on the submitting thread)."""
+
+    args: tuple[Any, ...]
+    program: str
+    cwd: Any
+    env: dict[Any, Any] | None
+    input: bytes | None
+    check: bool
+    max_output: int
+    kill_grace: float
+    kill_group_on_exit: bool
+    on_line: OnLine | None
 
 
 @final

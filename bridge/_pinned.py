@@ -26,9 +26,10 @@ from typing import Final, TypeVar, final
 
 from . import _log
 from ._arguments import check_blocking_function, check_count, check_timeout
-from ._callqueue import CallQueue, IdleDue, run_call
+from ._callqueue import CallQueue, IdleDue
 from ._exceptions import BridgeClosed, WrongThread
 from ._typing import TypeVarTuple, Unpack
+from ._workers import run_call
 
 __all__ = ["CLOSE_GRACE", "PinnedThread", "PinnedThreads"]
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
-from ._child import Child
+from ._child import Child, ProcessSpec
 from ._children import ChildGroups
 from ._exceptions import ProcessFailed
 from ._job import Job
@@ -64,22 +64,6 @@ class ProcessResult:
             raise ProcessFailed(
                 self.returncode, list(self.args), self.stdout, self.stderr, self.pid
             ) from None
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """A checked ``run_process`` call (made on the submitting thread)."""
-
-    args: tuple[Any, ...]
-    program: str
-    cwd: Any
-    env: dict[Any, Any] | None
-    input: bytes | None
-    check: bool
-    max_output: int
-    kill_grace: float
-    kill_group_on_exit: bool
-    on_line: OnLine | None
 
 
 @final

@@ -79,11 +79,13 @@ class BridgeProcesses:
         Args:
             args: the program and its arguments, e.g. ``["ffmpeg", "-i", src, dst]``
                 (a list; never run through a shell).
-            key, on_conflict, timeout: as for :meth:`submit`.
+            key: as for :meth:`submit`.
+            on_conflict: as for :meth:`submit`.
+            timeout: as for :meth:`submit`.
             kind: the job's kind; ``"process"`` unless given (one kind for all
                 programs, so give e.g. ``kind="ffmpeg"`` to limit one program).
-            cwd, env: the child's working directory and environment (the
-                bridge's process's by default).
+            cwd: the child's working directory (the bridge's process's by default).
+            env: the child's environment (the bridge's process's by default).
             input: bytes (or str, sent as UTF-8) written to the child's stdin,
                 which is then closed.
             check: raise :class:`ProcessFailed` from the job on a non-zero exit.

@@ -166,7 +166,9 @@ def handle_signals(
     are cancelled; worker processes are terminated), the report logged as
     ``signal.shutdown``, the interpreter's exit functions, and the process
     dies by that signal (the parent sees it: ``-2`` from ``subprocess``, or
-    status 130 from a shell; 143 for SIGTERM). If ``on_signal()`` returned an
+    status 130 from a shell; 143 for SIGTERM); if the main thread cannot run
+    the re-delivered signal's handler within two seconds (stuck in C code),
+    it exits with status ``128 + signum`` instead. If ``on_signal()`` returned an
     ``int``, the process exits with that status instead, after flushing
     ``sys.stdout`` and ``sys.stderr`` (a server that drained its calls on
     SIGTERM returns 0: it stopped as asked). Either way the main thread's

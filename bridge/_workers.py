@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ._exceptions import BridgeClosed
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "run_call"]
 
 T = TypeVar("T")
 
@@ -199,7 +199,7 @@ class WorkerPool:
                 started = True
             if error is None:
                 while (task := self._take()) is not None:
-                    _run(*task)
+                    run_call(*task)
             else:
                 self._fail_one(error)
         finally:
@@ -244,12 +244,17 @@ def _remaining(deadline: float | None) -> float | None:
     return None if remaining > threading.TIMEOUT_MAX else remaining
 
 
-def _run(
+def run_call(
     future: concurrent.futures.Future[Any],
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     ctx: contextvars.Context,
 ) -> None:
+    """Run ``fn(*args)`` in *ctx* on this thread; its outcome goes to *future*.
+
+    Shared by the worker threads and pinned threads. A future cancelled while
+    it was queued is skipped.
+    """
     if not future.set_running_or_notify_cancel():
         return  # cancelled while it waited for a thread
     try:

@@ -1,4 +1,4 @@
-"""Take the README's dashboard screenshot from a real run of the example.
+"""Take the dashboard screenshot of the docs (docs/reference/ops.md) from a real run of the example.
 
     .venv/bin/python docs/screenshot_dashboard.py [docs/img/dashboard.png]
 

@@ -132,6 +132,16 @@ def program(tmp_path: Path) -> Iterator[object]:
             p.kill_all()
 
 
+def _ended_by(signum: int, *, handled: bool) -> set[int]:
+    """The statuses the parent may see: death by *signum* (a shell shows 128+signum).
+
+    With ``handle_signals`` the helper re-delivers the signal to the main
+    thread; if the main thread cannot run the handler within the redelivery
+    grace (on a loaded machine, busy finalizing), it exits with 128+signum.
+    """
+    return {-signum, 128 + signum} if handled else {-signum}
+
+
 def _assert_clean(err: str) -> None:
     for bad in BAD:
         assert bad not in err, f"{bad!r} in stderr:\n{err}"
@@ -143,7 +153,7 @@ def test_sigint_while_a_worker_runs(program, mode: str) -> None:
     p.worker_running()
     p.proc.send_signal(signal.SIGINT)
     status, out, err = p.finish()
-    assert status == -signal.SIGINT, err  # died by SIGINT: a shell shows 130
+    assert status in _ended_by(signal.SIGINT, handled=mode == "signals"), err
     _assert_clean(err)
     assert "UNREACHED" not in out
     p.assert_no_child_left()
@@ -158,7 +168,7 @@ def test_sigterm_with_handle_signals(program) -> None:
     p.worker_running()
     p.proc.send_signal(signal.SIGTERM)
     status, out, err = p.finish()
-    assert status == -signal.SIGTERM, err
+    assert status in _ended_by(signal.SIGTERM, handled=True), err
     _assert_clean(err)
     assert "signal.shutdown" in out
     p.assert_no_child_left()

@@ -369,6 +369,9 @@ def test_limits_bound_live_children(make_bridge: Callable[..., Bridge], tmp_path
     counter.write_text("0 0")
     me = psutil.Process()
     sampled: list[int] = []
+    # Children from before the test (multiprocessing's forkserver and resource
+    # tracker, once an earlier test used worker processes) are not its own.
+    earlier = {p.pid for p in me.children()}
 
     def alive(proc: Any) -> bool:
         try:
@@ -377,7 +380,7 @@ def test_limits_bound_live_children(make_bridge: Callable[..., Bridge], tmp_path
             return False
 
     def sample(stream: str, line: str) -> None:  # loop thread, while a child runs
-        sampled.append(sum(1 for p in me.children() if alive(p)))
+        sampled.append(sum(1 for p in me.children() if p.pid not in earlier and alive(p)))
 
     argv = [sys.executable, "-S", "-c", _COUNTER + "print('started')", str(counter)]
     jobs = [b.run_process(argv, kind="proc", on_line=sample, timeout=60) for _ in range(100)]

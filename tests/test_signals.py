@@ -229,10 +229,12 @@ REENTERED_SHUTDOWN = """
         # (synchronously, so it cannot slip in before the wait blocks and be
         # seen only after). The hook is the registry call just before that
         # wait: Python 3.10 may run a handler raised here only at a later
-        # bytecode, and in a threading wait it would block first.
+        # bytecode, and in a threading wait it would block first. On its return,
+        # not its call: the job released by the nested handler must already be
+        # in the snapshot the outer shutdown waits on, or it may finish first.
         global armed
         code = frame.f_code
-        if armed and depth == 1 and event == "call" and code.co_name == "unfinished":
+        if armed and depth == 1 and event == "return" and code.co_name == "unfinished":
             if code.co_filename == bridge._registry.__file__ and state_name(b) == "CLOSING":
                 armed = False
                 signal.raise_signal(signal.SIGUSR1)

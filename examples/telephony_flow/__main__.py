@@ -4,12 +4,21 @@
 
     python -m examples.telephony_flow simulate --calls 200 --concurrency 50 [--seed N] [--legacy]
     python -m examples.telephony_flow sip --listen 127.0.0.1:5070 [--max-calls N] [--dtmf-timeout S]
+        [--events] [--drain-timeout S]
+    python -m examples.telephony_flow cluster --processes 3 --listen 127.0.0.1:5060 [--calls N]
+        [--dtmf-timeout S] [--drain-after K]   (see examples/telephony_flow/cluster/)
 
 Both modes take ``--ops IP:PORT`` (the operations dashboard and HTTP API of
 ``bridge.ops`` during the run, on a loopback address, port 0 for any; its URL,
 token included, is printed once to stdout) and ``--hold`` (once the calls have
 ended, keep the bridge and its dashboard up until Ctrl+C, then shut down and
 print the summary).
+
+The ``sip`` mode drains on SIGTERM or Ctrl+C (``handle_signals`` with a
+:class:`~.cluster.agent.Drain`): new calls get 503, calls in progress go on
+until the flow ends them (or ``--drain-timeout``), then the summary is
+printed and the process exits 0 (1 if a call was cut off or something
+leaked). ``--events`` writes one JSON line per call start and end on stdout.
 
 Progress goes to stderr; the summary table to stdout, its last line the same
 summary as one JSON object. The exit status is 0 only when nothing leaked (no
@@ -24,20 +33,22 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import math
-import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
 from typing import Protocol, TextIO
 
 import structlog
 
+import bridge as bridge_module
 from bridge import Bridge
 
-from .flow import FlowConfig
+from .arguments import positive_int, seconds
+from .cluster import cli as cluster_cli
+from .cluster.agent import Drain
+from .flow import FlowConfig, make_bridge
 from .legacy import run_legacy
 from .runner import run_bridge
 from .services.directory import DirectoryService
@@ -61,26 +72,6 @@ class _Flow(Protocol):
 
 
 # -- arguments ----------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -120,6 +111,8 @@ def _ops_address(text: str) -> tuple[str, int]:
 _DTMF = "seconds the visitor has to type the apartment number"
 _RING = "seconds the resident has to answer"
 _OPS = "serve the operations dashboard on this loopback IP:PORT during the run (port 0: any)"
+_EVENTS = "write one JSON line per call start and end on stdout (for the cluster)"
+_DRAIN = "on SIGTERM or Ctrl+C, how long calls in progress may go on before they are cut off"
 _HOLD = "with --ops: once the calls have ended, keep the dashboard up until Ctrl+C"
 
 
@@ -135,27 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="The intercom flow on bridge: a visitor calls, the bot asks for the "
         "apartment, rings the resident and opens the door or apologises.",
     )
-    modes = parser.add_subparsers(dest="mode", metavar="{simulate,sip}")
+    modes = parser.add_subparsers(dest="mode", metavar="{simulate,sip,cluster}")
     sim = modes.add_parser("simulate", help="simulated calls, no network peer (the default)")
-    sim.add_argument("--calls", type=_positive_int, default=200, help="calls in total")
-    sim.add_argument("--concurrency", type=_positive_int, default=50, help="calls at once")
+    sim.add_argument("--calls", type=positive_int, default=200, help="calls in total")
+    sim.add_argument("--concurrency", type=positive_int, default=50, help="calls at once")
     sim.add_argument("--seed", type=int, default=0, help="seeds the visitors' behaviour")
     sim.add_argument(
         "--legacy", action="store_true", help="the original thread+asyncio.run pattern"
     )
-    sim.add_argument("--dtmf-timeout", type=_seconds, default=1.5, metavar="S", help=_DTMF)
-    sim.add_argument("--resident-timeout", type=_seconds, default=1.5, metavar="S", help=_RING)
+    sim.add_argument("--dtmf-timeout", type=seconds, default=1.5, metavar="S", help=_DTMF)
+    sim.add_argument("--resident-timeout", type=seconds, default=1.5, metavar="S", help=_RING)
     sim.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
     _add_ops_arguments(sim)
     sip = modes.add_parser("sip", help="a real SIP UA (pjsua2) answering calls")
     sip.add_argument("--listen", type=_listen, default=("127.0.0.1", 5070), metavar="IP:PORT")
     sip.add_argument(
-        "--max-calls", type=_positive_int, default=None, help="exit after N calls have ended"
+        "--max-calls", type=positive_int, default=None, help="exit after N calls have ended"
     )
-    sip.add_argument("--dtmf-timeout", type=_seconds, default=5.0, metavar="S", help=_DTMF)
-    sip.add_argument("--resident-timeout", type=_seconds, default=5.0, metavar="S", help=_RING)
+    sip.add_argument("--dtmf-timeout", type=seconds, default=5.0, metavar="S", help=_DTMF)
+    sip.add_argument("--resident-timeout", type=seconds, default=5.0, metavar="S", help=_RING)
     sip.add_argument("--trace", metavar="FILE", help="write the structlog trace (JSON lines)")
+    sip.add_argument("--events", action="store_true", help=_EVENTS)
+    sip.add_argument("--drain-timeout", type=seconds, default=30.0, metavar="S", help=_DRAIN)
     _add_ops_arguments(sip)
+    cluster = modes.add_parser("cluster", help=cluster_cli.DESCRIPTION)
+    cluster_cli.add_arguments(cluster)
     return parser
 
 
@@ -166,6 +163,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args_list.insert(0, "simulate")
     parser = build_parser()
     args = parser.parse_args(args_list)
+    if args.mode == "cluster":
+        return args
     if args.hold and args.ops is None:
         parser.error("argument --hold: needs --ops (it keeps the dashboard up)")
     if args.ops is not None and getattr(args, "legacy", False):
@@ -215,14 +214,15 @@ def _logging(trace: TextIO | None) -> Iterator[None]:
 # -- the run ------------------------------------------------------------------------
 
 
-def _wait_for(flow: _Flow, total: int | None) -> bool:
-    """Block until *total* calls have ended (forever if ``None``) or Ctrl-C.
+def _wait_for(flow: _Flow, total: int | None, stop: threading.Event) -> bool:
+    """Block until *total* calls have ended (forever if ``None``), Ctrl-C or *stop*.
 
     Returns whether it was interrupted.
     """
     try:
-        while not flow.wait_calls(total or sys.maxsize, timeout=0.5):
-            pass
+        while not flow.wait_calls(total or sys.maxsize, timeout=0.1):
+            if stop.is_set():  # a signal drained the calls
+                return True
     except KeyboardInterrupt:
         print("interrupted: stopping", file=sys.stderr)
         return True
@@ -237,9 +237,10 @@ class _Dashboard:
     bridge shut down.
     """
 
-    def __init__(self, address: tuple[str, int], hold: bool) -> None:
+    def __init__(self, address: tuple[str, int], hold: bool, stop: threading.Event) -> None:
         self._address = address
         self._hold = hold
+        self._stop = stop  # a signal's drain ends the hold
         self.interrupted = False  # Ctrl+C during the run: no hold then
 
     @contextlib.contextmanager
@@ -257,28 +258,14 @@ class _Dashboard:
             where = server.url.partition("?")[0]
             print(f"calls done: the dashboard stays up at {where} until Ctrl+C", file=sys.stderr)
             try:
-                while True:
-                    time.sleep(3600)
+                while not self._stop.wait(3600):
+                    pass
             except KeyboardInterrupt:
                 print("interrupted: shutting down", file=sys.stderr)
 
 
 class _CannotServe(Exception):
     """The dashboard's address cannot be used (a port in use)."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM end a SIP run cleanly, like Ctrl-C."""
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _make_stack(
@@ -302,19 +289,48 @@ def _wait_closed(directory: DirectoryService, timeout: float = 2.0) -> int:
     return directory.stats().open_connections
 
 
-def run(args: argparse.Namespace) -> Summary:
-    """Run one mode as *args* say and measure it."""
+def _drained_run(
+    args: argparse.Namespace, config: FlowConfig, drain: Drain | None
+) -> tuple[Bridge | None, Callable[[], None]]:
+    """For the SIP agent: its bridge, with ``handle_signals`` draining it, and the undo.
+
+    Installed before the run measures its threads (the signal helper is one).
+    """
+    if drain is None or threading.current_thread() is not threading.main_thread():
+        return None, lambda: None
+    bridge = make_bridge(config)
+    return bridge, bridge_module.handle_signals(bridge, on_signal=drain, timeout=5.0)
+
+
+def run(args: argparse.Namespace, drain: Drain | None = None) -> Summary:
+    """Run one mode as *args* say and measure it; *drain* handles signals (``sip``)."""
     config = FlowConfig(dtmf_timeout=args.dtmf_timeout, resident_timeout=args.resident_timeout)
     legacy = bool(getattr(args, "legacy", False))
+    bridge, restore = _drained_run(args, config, drain)
+    try:
+        return _run(args, config, legacy, bridge, drain)
+    finally:
+        restore()
+
+
+def _run(
+    args: argparse.Namespace,
+    config: FlowConfig,
+    legacy: bool,
+    bridge: Bridge | None,
+    drain: Drain | None,
+) -> Summary:
     baseline = os_threads()
     began = time.monotonic()
     sim, make_stack, total = _make_stack(args)
     peak = [baseline]
-    dashboard = None if args.ops is None else _Dashboard(args.ops, args.hold)
+    stop = threading.Event() if drain is None else drain.stop
+    dashboard = None if args.ops is None else _Dashboard(args.ops, args.hold, stop)
+    wrap = None if drain is None else drain.wrapper(sys.stdout if args.events else None)
 
     def until(flow: _Flow) -> None:
         with Progress(flow.calls_ended, total) as progress:
-            interrupted = _wait_for(flow, total)
+            interrupted = _wait_for(flow, total, stop)
         peak[0] = progress.peak
         if dashboard is not None:
             dashboard.interrupted = interrupted
@@ -329,7 +345,9 @@ def run(args: argparse.Namespace) -> Summary:
                 report = run_legacy(sim, url, config, until)
             else:
                 session = None if dashboard is None else dashboard.session
-                report = run_bridge(make_stack, url, config, until, session=session)
+                report = run_bridge(
+                    make_stack, url, config, until, session=session, bridge=bridge, wrap_events=wrap
+                )
             gc.collect()  # a dropped coroutine warns when it is collected
     finally:
         open_connections = _wait_closed(directory)
@@ -370,6 +388,8 @@ def run(args: argparse.Namespace) -> Summary:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = parse_args(argv)
+    if args.mode == "cluster":
+        return cluster_cli.run_cli(args, build_parser())
     trace: TextIO | None = None
     if args.trace:
         try:
@@ -380,18 +400,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    drain = Drain(args.drain_timeout) if args.mode == "sip" else None
+    status = 1
     try:
-        with (
-            _logging(trace),
-            _sigterm_as_interrupt() if args.mode == "sip" else contextlib.nullcontext(),
-        ):
-            summary = run(args)
-    except (ImportError, _CannotServe) as exc:  # ImportError: the ops or sip extra
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        with _logging(trace):
+            try:
+                status = _run_and_print(args, drain)
+            finally:
+                if drain is not None:  # a signal's drain ends the process with it,
+                    drain.report(status)
+                    drain.hold()  # while the logging is still set up
     finally:
         if trace is not None:
             trace.close()
+    return status
+
+
+def _run_and_print(args: argparse.Namespace, drain: Drain | None) -> int:
+    try:
+        summary = run(args, drain)
+    except (ImportError, _CannotServe) as exc:  # ImportError: the ops or sip extra
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     summary.print()
     return 0 if summary.ok else 1
 

@@ -21,7 +21,7 @@ from .flow import FlowConfig, IntercomFlow, make_bridge
 from .ledger import Ledger
 from .services.tts import SimulatedTts
 from .summary import FlowReport
-from .telephony import Telephony
+from .telephony import CallEvents, Telephony
 
 __all__ = ["run_bridge"]
 
@@ -35,6 +35,8 @@ def run_bridge(
     grace: float = 2.0,
     session: Callable[[Bridge], contextlib.AbstractContextManager[object]] | None = None,
     tts: SimulatedTts | None = None,
+    bridge: Bridge | None = None,
+    wrap_events: Callable[[Telephony, CallEvents], CallEvents] | None = None,
 ) -> FlowReport:
     """Run the flow on a fresh bridge until ``until(flow.ledger)`` returns, then clean up.
 
@@ -45,16 +47,19 @@ def run_bridge(
     channels). Jobs still unfinished after the grace, or found by the shutdown,
     are reported as leaked. ``session(bridge)``, if given, is a context entered
     once the bridge has started and left before it shuts down (the CLI serves
-    the operations dashboard in it).
+    the operations dashboard in it). *bridge*, if given, is used instead of a
+    fresh one (not yet started: the SIP agent installs ``handle_signals`` on it
+    first). ``wrap_events(stack, flow)``, if given, returns what the stack
+    reports its events to instead of the flow (the agent's event lines).
     """
     tts = SimulatedTts() if tts is None else tts
-    bridge = make_bridge(config).start()
+    bridge = (make_bridge(config) if bridge is None else bridge).start()
     try:
         with contextlib.nullcontext() if session is None else session(bridge):
             http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0))
             telephony = make_stack(bridge)
             flow = IntercomFlow(bridge, telephony, http, tts.stream, config)
-            telephony.start(flow)
+            telephony.start(flow if wrap_events is None else wrap_events(telephony, flow))
             try:
                 until(flow.ledger)
             finally:

@@ -171,14 +171,15 @@ def test_stats_has_counters_lanes_room_workers_and_lag(b: Bridge, client: TestCl
     b.call(value, 1)
     hold(b, kind="tts")
     b.submit(value, 2, kind="tts")  # waits in the lane
+    b.call(value, 3)  # the loop takes submissions in order: the one above is in its lane now
 
     body = client.get("/stats").json()
 
     assert body["bridge"] == b.name
     assert body["state"] == "running"
     stats = b.stats()
-    assert body["stats"]["submitted"] == stats.submitted == 3
-    assert body["stats"]["succeeded"] == 1
+    assert body["stats"]["submitted"] == stats.submitted == 4
+    assert body["stats"]["succeeded"] == 2
     assert body["stats"]["running_by_kind"] == {"tts": 1}
     assert set(body["stats"]) == {f.name for f in dataclasses.fields(stats)}
     assert body["lanes"] == {"tts": {"limit": 1, "running": 1, "waiting": 1}}

@@ -400,11 +400,20 @@ def test_observing_is_safe_from_many_threads(
 def test_pending_jobs_of_a_new_bridge(registry: CollectorRegistry) -> None:
     """Metrics may be registered before start: jobs queue as pending."""
     b = Bridge(name="ops-new")
+    started, gate = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:  # so that the next job stays pending
+        started.set()
+        gate.wait(10)
+
     try:
         register_metrics(b, registry)
+        blocker = b.submit(hold_the_loop, kind="blocker")  # submit() starts the bridge
+        assert started.wait(10)
         job = b.submit(answer, 7)
         assert sample(scrape(registry), "bridge_jobs_active", state="pending") == 1
-        b.start()
+        gate.set()
+        blocker.result(timeout=10)
         assert job.result(timeout=10) == 7
         families = scrape(registry)
         assert sample(families, "bridge_job_queue_seconds_count", kind="job") == 1

@@ -23,7 +23,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(PyPI package pjsua2-python)"
     ) from exc
 
-__all__ = ["Account", "Call", "describe", "listening", "pj", "stdout_silenced", "translated"]
+__all__ = [
+    "Account",
+    "Call",
+    "describe",
+    "listening",
+    "pj",
+    "start_library",
+    "stdout_silenced",
+    "translated",
+]
 
 _T = TypeVar("_T")
 
@@ -79,6 +88,28 @@ def stdout_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def start_library(endpoint: pj.Endpoint, host: str, port: int, max_calls: int) -> None:
+    """Create, configure and start pjsua on *endpoint*: no threads of its own, UDP on
+    ``host:port``, the null sound device, no logging. Raises ``pj.Error``."""
+    with stdout_silenced():  # pjlib logs a banner to stdout before libInit
+        endpoint.libCreate()
+    config = pj.EpConfig()
+    config.uaConfig.threadCnt = 0
+    config.uaConfig.maxCalls = max_calls
+    config.uaConfig.userAgent = "bridge-telephony-flow"
+    config.medConfig.threadCnt = 0
+    config.medConfig.hasIoqueue = False
+    config.logConfig.level = 0
+    config.logConfig.consoleLevel = 0
+    endpoint.libInit(config)
+    transport = pj.TransportConfig()
+    transport.boundAddress = host
+    transport.port = port
+    endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    endpoint.libStart()
+    endpoint.audDevManager().setNullDev()
 
 
 class Call(pj.Call):  # type: ignore[misc]

@@ -16,6 +16,16 @@ generator's ``finally`` then runs on the loop). A stack calls ``end_call``
 before it considers the call gone; the sink reports a frame that reached a call
 already gone, and ``Played`` counts those as
 ``after_hangup``.
+
+In the SIP stack (:mod:`.sip`) the prompts are played by a :class:`Playout` that the
+``pjsua`` thread ticks after each poll: each stream is opened there (the
+flow's ``bridge.iterate``) and its frames are taken at real-time pace there,
+then discarded. pjsua2's ``AudioMediaPort`` would carry them to the caller,
+but it is pulled: the conference bridge calls its ``onFrameRequested`` on the
+sound device's clock thread, not on the ``pjsua`` thread, so feeding it would
+move the consumption to a second thread and a hand-off buffer. The pacing,
+the first-frame latency and the stop on hangup are the same either way. A
+hangup stops the call's playout before the flow hears of it.
 """
 
 from __future__ import annotations

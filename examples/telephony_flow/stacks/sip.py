@@ -37,14 +37,8 @@ to :data:`POLL_MS` of latency per command and that a slow
 interface forbids anyway.
 
 Audio. The flow's prompts are played by a :class:`~.media.Playout` that the
-``pjsua`` thread ticks after each poll: each stream is opened there (the
-flow's ``bridge.iterate``) and its frames are taken at real-time pace there,
-then discarded. pjsua2's ``AudioMediaPort`` would carry them to the caller,
-but it is pulled: the conference bridge calls its ``onFrameRequested`` on the
-sound device's clock thread, not on the ``pjsua`` thread, so feeding it would
-move the consumption to a second thread and a hand-off buffer. The pacing,
-the first-frame latency and the stop on hangup are the same either way. A
-hangup stops the call's playout before the flow hears of it.
+``pjsua`` thread ticks after each poll (why not pjsua2's ``AudioMediaPort``:
+see :mod:`.media`). A hangup stops the call's playout before the flow hears of it.
 
 Calls are identified by their SIP ``Call-ID``, which unlike pjsua's numeric id
 is never reused, so a late command for a finished call is ignored. Each call's
@@ -53,7 +47,10 @@ conference ports leaking with pjsua's own threads;
 :meth:`SipTelephony.call_media_ports` lets a run check that none leaked.
 :meth:`~SipTelephony.say` does not synthesise speech: it reports the text
 through ``on_log``. At most :data:`MAX_CONCURRENT_CALLS` calls are served at
-once; pjsua answers further INVITEs with 486 Busy Here.
+once; pjsua answers further INVITEs with 486 Busy Here. After
+:meth:`SipTelephony.refuse_new_calls` (an agent draining before it stops)
+every new INVITE is answered 503 Service Unavailable and never reaches the
+flow, so a proxy in front tries another agent.
 
 One :class:`SipTelephony` per process: pjsua2 has a single library instance.
 """
@@ -76,7 +73,7 @@ from ._pjsua import Call as _Call
 from ._pjsua import describe as _describe
 from ._pjsua import listening as _listening
 from ._pjsua import pj
-from ._pjsua import stdout_silenced as _stdout_silenced
+from ._pjsua import start_library as _start_library
 from ._pjsua import translated as _translated
 from .media import Playout
 
@@ -135,11 +132,14 @@ class SipTelephony:
         self._pinned: PinnedThread | None = None
         self._running = False  # commands are accepted
         self._stopped = False
+        self._refusing = False  # new INVITEs get 503
         self._events: CallEvents | None = None
         # Owned by the pjsua thread:
         self._endpoint: pj.Endpoint | None = None
         self._calls: dict[str, _Call] = {}
+        self._refused: dict[str, _Call] = {}  # answered 503, until DISCONNECTED
         self._calls_started = 0
+        self._calls_refused = 0
         self._callback_errors = 0
         self._idle_ports = 0
         self._account: _Account | None = None
@@ -153,6 +153,11 @@ class SipTelephony:
     def calls_started(self) -> int:
         """How many incoming calls the stack has accepted so far."""
         return self._calls_started
+
+    @property
+    def calls_refused(self) -> int:
+        """How many INVITEs the stack answered 503 after :meth:`refuse_new_calls`."""
+        return self._calls_refused
 
     @property
     def callback_errors(self) -> int:
@@ -235,6 +240,16 @@ class SipTelephony:
             RuntimeError: pjsua refused the operation (the message says why).
         """
         self._submit(lambda: self._hangup(call_id), None)
+
+    def refuse_new_calls(self) -> None:
+        """Answer every later INVITE with 503, unseen by the flow; calls in progress go on.
+
+        A proxy in front then tries another agent. Idempotent, also before :meth:`start`.
+        **Thread safety:** any thread; never blocks (it sets a flag the ``pjsua`` thread
+        reads on the next INVITE).
+        """
+        with self._lock:
+            self._refusing = True
 
     def call_media_ports(self, *, settle: float = 1.0) -> int:
         """How many conference-bridge ports calls hold beyond the idle stack's.
@@ -323,6 +338,11 @@ class SipTelephony:
 
     def _on_incoming_call(self, account: _Account, pj_id: int) -> None:
         call = _Call(self, account, pj_id)
+        with self._lock:
+            refusing = self._refusing
+        if refusing:
+            self._refuse(call)
+            return
         self._calls[call.sip_call_id] = call
         self._calls_started += 1
         ringing = pj.CallOpParam()
@@ -331,8 +351,20 @@ class SipTelephony:
         assert self._events is not None
         self._events.incoming_call(call.sip_call_id, call.caller)
 
+    def _refuse(self, call: _Call) -> None:
+        """Answer 503; keep the ``pj.Call`` (on this thread) until it is DISCONNECTED."""
+        self._refused[call.sip_call_id] = call
+        self._calls_refused += 1
+        prm = pj.CallOpParam()
+        prm.statusCode = 503
+        prm.reason = "Draining"
+        call.hangup(prm)
+
     def _on_call_state(self, call: _Call) -> None:
         if call.getInfo().state != pj.PJSIP_INV_STATE_DISCONNECTED:
+            return
+        if self._refused.get(call.sip_call_id) is call:
+            del self._refused[call.sip_call_id]  # the flow never heard of it
             return
         self._playout.end_call(call.sip_call_id)  # no frame after this
         # Drop the last reference here, before pjsua can reuse the numeric id.
@@ -372,23 +404,7 @@ class SipTelephony:
         return None
 
     def _configure(self, endpoint: pj.Endpoint) -> None:
-        with _stdout_silenced():  # pjlib logs a banner to stdout before libInit
-            endpoint.libCreate()
-        config = pj.EpConfig()
-        config.uaConfig.threadCnt = 0
-        config.uaConfig.maxCalls = MAX_CONCURRENT_CALLS
-        config.uaConfig.userAgent = "bridge-telephony-flow"
-        config.medConfig.threadCnt = 0
-        config.medConfig.hasIoqueue = False
-        config.logConfig.level = 0
-        config.logConfig.consoleLevel = 0
-        endpoint.libInit(config)
-        transport = pj.TransportConfig()
-        transport.boundAddress = self._host
-        transport.port = self._port
-        endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
-        endpoint.libStart()
-        endpoint.audDevManager().setNullDev()
+        _start_library(endpoint, self._host, self._port, MAX_CONCURRENT_CALLS)
         self._idle_ports = int(endpoint.mediaActivePorts())
         account_config = pj.AccountConfig()
         account_config.idUri = f"sip:intercom@{self._host}:{self._port}"
@@ -417,9 +433,10 @@ class SipTelephony:
             endpoint.libHandleEvents(POLL_MS)  # a BYE may only follow the caller's ACK
         self._mark_all_hung_up()
         endpoint.hangupAllCalls()
-        while self._calls and time.monotonic() < deadline:
+        while (self._calls or self._refused) and time.monotonic() < deadline:
             endpoint.libHandleEvents(POLL_MS)
         self._calls.clear()
+        self._refused.clear()
         if self._account is not None:
             self._account.shutdown()
             self._account = None
