@@ -3,6 +3,7 @@
 The layers, each in its own module, with dependencies pointing down::
 
     _bridge.py      Bridge: argument and thread checks, wiring (this module)
+    _launch.py      starting the loop thread and its watchdog
     _shutdown.py    the two-phase shutdown procedure and its report
     _scheduler.py   loop thread: drain, launch, run, deadlines, lanes, finish
     _registry.py    the lock: jobs, keys, intake, room, counters, state
@@ -19,7 +20,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from . import _log
 from ._arguments import (
@@ -35,7 +36,7 @@ from ._failures import FailureRecord
 from ._intake import Intake
 from ._job import Job, JobInfo
 from ._lanes import Lane
-from ._loop import LoopThread
+from ._launch import job_of_task, launch
 from ._operations import BridgeOperations
 from ._pinned import PinnedThreads
 from ._processes import BridgeProcesses
@@ -49,11 +50,7 @@ from ._stats import BridgeStats, ShutdownReport
 from ._streams import BridgeStreams
 from ._tools import BridgeTools
 from ._typing import USE_DEFAULT, DefaultType, TypeVarTuple, Unpack
-from ._watchdog import Watchdog
 from ._workers import WorkerPool
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Bridge", "OnConflict", "WhenFull"]
 
@@ -62,7 +59,6 @@ R = TypeVar("R")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 OnConflict = Literal["reject", "replace", "join"]
-_ON_CONFLICT: Final = frozenset({"reject", "replace", "join"})
 WhenFull = Literal["block", "reject"]
 _WHEN_FULL: Final = frozenset({"block", "reject"})
 
@@ -423,43 +419,20 @@ class Bridge(BridgeTools, BridgeStreams, BridgeProcesses, BridgeOperations):
 
     def _launch(self) -> None:
         """Start the loop thread and the watchdog (the registry calls this once)."""
-        runner = LoopThread(
+        launch(
             self._name,
+            self._registry,
+            self._scheduler,
+            self._shutdown,
+            self._events,
             use_uvloop=self._use_uvloop,
-            on_death=self._scheduler.loop_died,
-            closing=self._shutdown.close_on_loop,
-            on_exit=self._scheduler.detach,
+            block_warning=self._block_warning,
         )
-        loop = runner.start()
-        assert runner.ident is not None
-        self._scheduler.attach(loop, runner.ident)
-        self._shutdown.runner = runner
-        if self._block_warning is not None:
-            watchdog = Watchdog(
-                loop,
-                runner.ident,
-                self._block_warning,
-                self._describe_task,
-                f"{self._name}-watchdog",
-                self._events,
-            )
-            self._shutdown.watchdog = watchdog
-            watchdog.start()
-
-    def _describe_task(self, task: asyncio.Task[Any] | None) -> dict[str, Any]:
-        """Fields naming the job whose task is *task* (for the watchdog)."""
-        for job in self._registry.unfinished():
-            if task is not None and job._task is task:
-                return self._scheduler.fields(job)
-        return {"job_id": None, "key": None, "kind": None}
 
     def _current_deadline(self) -> float | None:
         """The monotonic deadline of the job whose task is running (loop thread), or None."""
-        task = asyncio.current_task()
-        for job in self._registry.unfinished():
-            if task is not None and job._task is task:
-                return job._deadline_at
-        return None
+        job = job_of_task(self._registry, asyncio.current_task())
+        return None if job is None else job._deadline_at
 
     def _on_loop_thread(self) -> bool:
         return threading.get_ident() == self._scheduler.loop_ident

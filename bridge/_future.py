@@ -180,6 +180,9 @@ class SlimFuture(concurrent.futures.Future[T], Generic[T]):
 
         Only read and changed with the Condition held (or once resolved, when
         nothing but the GIL-atomic ``append``/``remove`` of ``wait()`` touch it).
+        Two threads waiting at once on a resolved future cannot each make a
+        list: between the read and the store below there is no call and no
+        backward jump, where CPython's eval loop could switch threads.
         """
         waiters = self._lazy_waiters
         if waiters is None:
