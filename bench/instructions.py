@@ -3,8 +3,9 @@
 ``python -m bench.instructions [--python PATH ...] [--calls N] [--out FILE.md]``
 
 Wall-clock ratios on a shared 2-core machine move by tens of per cent from run
-to run; the number of machine instructions a round trip executes does not
-(repeated runs agree within 0.1 %). For each interpreter and each approach
+to run; the number of machine instructions a round trip executes hardly
+does (repeated runs agree within about 3 %: how many turns the loop takes
+per round trip still depends on timing). For each interpreter and each approach
 this runs the same program twice under ``valgrind --tool=callgrind``, once
 with no measured round trips and once with ``--calls`` of them (both after the
 same warm-up), and divides the difference by ``--calls``: the instructions of
