@@ -535,8 +535,10 @@ def _telephony(summary: dict[str, Any]) -> list[str]:
         "Each call sends a 160-byte frame every 20 ms from a media thread (a few media "
         "threads serve all calls) through a `Bridge.channel` to an async session on the "
         "loop, which sends a reply frame back through another channel. Latency: frame "
-        "put to reply received. `frame` mode: one channel item per frame; `tick` mode: "
-        "one item per media-thread tick.",
+        "put to reply received. `frame` mode: one channel item per frame, handed over "
+        "in batches (`put_many` per media tick, `aget_many`/`aput_many` in the loop's "
+        "pump, `get_many` in the receiver); `frame-per-item`: the same items, one "
+        "`put`/`get` each; `tick` mode: one item (a list) per media-thread tick.",
         "",
         *_table(head, rows),
     ]

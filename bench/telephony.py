@@ -11,8 +11,13 @@ Measured per frame: the handoff latency, from the media thread putting the
 frame to the receiver thread holding the reply. Also: frames lost (sent but no
 reply), how late the media ticks ran, and the CPU the process used.
 
-Two modes: ``frame`` puts every frame as its own channel item; ``tick`` puts a
-media thread's frames for one tick as one item (a list), as an engine that
+Three modes. ``frame``: every frame is its own channel item, handed over in
+batches where a real media engine could batch: the media thread puts a tick's
+frames with one ``Channel.put_many``, the loop's pump takes what is there with
+``aget_many`` and sends the replies back with one ``aput_many``, and the
+receiver takes what is there with ``get_many``. ``frame-per-item``: the same
+items, one ``put``/``get`` each (janus's single-item path). ``tick``: a media
+thread's frames for one tick are one item (a list), as an engine that
 processes all its calls per tick would.
 """
 
@@ -29,7 +34,7 @@ from ._util import cpu_seconds, percentile
 
 __all__ = ["run"]
 
-APPROACHES = ("frame", "tick")
+APPROACHES = ("frame", "frame-per-item", "tick")
 _STOP = None
 
 
@@ -60,17 +65,9 @@ def run(approach: str, loop_name: str, params: dict[str, Any]) -> dict[str, Any]
     sessions = {call_id: Session(call_id) for call_id in range(calls)}
     with make_bridge(loop_name) as b:
         pairs = [(b.channel(), b.channel()) for _ in groups]
-        pumps = [
-            b.submit(
-                _pump_tick if approach == "tick" else _pump_frame,
-                sessions,
-                i.async_q,
-                o.async_q,
-                timeout=None,
-            )
-            for i, o in pairs
-        ]
-        load = _Load(groups, pairs, params, batched=approach == "tick")
+        pump = {"frame": _pump_batches, "frame-per-item": _pump_frame, "tick": _pump_tick}
+        pumps = [b.submit(pump[approach], sessions, i, o, timeout=None) for i, o in pairs]
+        load = _Load(groups, pairs, params, approach)
         cpu_before, wall_before = cpu_seconds(), time.perf_counter()
         load.run()
         cpu = cpu_seconds() - cpu_before
@@ -96,8 +93,25 @@ def run(approach: str, loop_name: str, params: dict[str, Any]) -> dict[str, Any]
     }
 
 
-async def _pump_frame(sessions: dict[int, Session], in_q: Any, out_q: Any) -> None:
-    get, put = in_q.get, out_q.put
+async def _pump_batches(sessions: dict[int, Session], inbound: Any, outbound: Any) -> None:
+    """Takes every frame there, one item each; sends the replies back in one call."""
+    get_many, put_many = inbound.aget_many, outbound.aput_many
+    while True:
+        replies = []
+        for item in await get_many():
+            if item is _STOP:
+                replies.append(_STOP)
+                break
+            call_id, seq, sent, frame = item
+            reply = await sessions[call_id].on_frame(seq, frame)
+            replies.append((call_id, seq, sent, reply))
+        await put_many(replies)
+        if replies and replies[-1] is _STOP:
+            return
+
+
+async def _pump_frame(sessions: dict[int, Session], inbound: Any, outbound: Any) -> None:
+    get, put = inbound.async_q.get, outbound.async_q.put
     while (item := await get()) is not _STOP:
         call_id, seq, sent, frame = item
         reply = await sessions[call_id].on_frame(seq, frame)
@@ -105,8 +119,8 @@ async def _pump_frame(sessions: dict[int, Session], in_q: Any, out_q: Any) -> No
     await put(_STOP)
 
 
-async def _pump_tick(sessions: dict[int, Session], in_q: Any, out_q: Any) -> None:
-    get, put = in_q.get, out_q.put
+async def _pump_tick(sessions: dict[int, Session], inbound: Any, outbound: Any) -> None:
+    get, put = inbound.async_q.get, outbound.async_q.put
     while (batch := await get()) is not _STOP:
         replies = []
         for call_id, seq, sent, frame in batch:
@@ -124,14 +138,14 @@ class _Load:
         groups: list[list[int]],
         pairs: list[tuple[Any, Any]],
         params: dict[str, Any],
-        batched: bool,
+        approach: str,
     ) -> None:
         self.groups = groups
         self.pairs = pairs
         self.duration = params["duration"]
         self.tick = params["tick_ms"] / 1000.0
         self.frame = os.urandom(params["frame_bytes"])
-        self.batched = batched
+        self.approach = approach
         self.sent = 0
         self.latencies: list[list[float]] = [[] for _ in groups]
         self.lags: list[list[float]] = [[] for _ in groups]
@@ -151,8 +165,8 @@ class _Load:
 
     def _media(self, m: int, start: float) -> None:
         """A media thread: every tick, one frame per call it serves."""
-        calls, in_q = self.groups[m], self.pairs[m][0].sync_q
-        put, clock, frame, lags = in_q.put, time.perf_counter, self.frame, self.lags[m]
+        calls, inbound = self.groups[m], self.pairs[m][0]
+        put, clock, frame, lags = inbound.sync_q.put, time.perf_counter, self.frame, self.lags[m]
         ticks = int(self.duration / self.tick)
         sent = 0
         for seq in range(ticks):
@@ -162,7 +176,9 @@ class _Load:
                 time.sleep(delay)
             now = clock()
             lags.append((now - due) * 1000.0)
-            if self.batched:
+            if self.approach == "frame":
+                inbound.put_many([(call_id, seq, now, frame) for call_id in calls])
+            elif self.approach == "tick":
                 put([(call_id, seq, now, frame) for call_id in calls])
             else:
                 for call_id in calls:
@@ -173,10 +189,19 @@ class _Load:
 
     def _receive(self, m: int) -> None:
         """Takes replies off the outbound channel as they arrive."""
-        get, clock, latencies = self.pairs[m][1].sync_q.get, time.perf_counter, self.latencies[m]
+        outbound, clock, latencies = self.pairs[m][1], time.perf_counter, self.latencies[m]
+        if self.approach == "frame":
+            while True:
+                replies = outbound.get_many()
+                now = clock()
+                for reply in replies:
+                    if reply is _STOP:
+                        return
+                    latencies.append((now - reply[2]) * 1000.0)
+        get = outbound.sync_q.get
         while (item := get()) is not _STOP:
             now = clock()
-            if self.batched:
+            if self.approach == "tick":
                 latencies.extend((now - sent) * 1000.0 for _, _, sent, _ in item)
             else:
                 latencies.append((now - item[2]) * 1000.0)

@@ -1,7 +1,9 @@
 """Channels: janus queues between threads and the bridge's loop.
 
-Only janus's public API is used (``janus>=2``): the queue binds the loop of its
-first async operation, which is always early enough. A thread's ``put`` wakes
+Single items go through janus's public API: the queue binds the loop of its
+first async operation, which is always early enough. Batches
+(:meth:`Channel.put_many` and friends) are in :mod:`bridge._batch`, the one
+module that uses janus's internals. A thread's ``put`` wakes
 the async side only when a coroutine is already waiting, and a coroutine binds
 the loop before it waits; an item put before any coroutine looked stays in the
 queue, where the next ``get`` finds it without waiting.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, final
 
 import janus
+
+from . import _batch
 
 __all__ = ["Channel", "ChannelSet", "new_channel"]
 
@@ -58,6 +62,13 @@ class Channel(Generic[T]):
     blocked on either side: they raise ``janus.SyncQueueShutDown`` (threads)
     or ``janus.AsyncQueueShutDown`` (coroutines). Items already put are not
     dropped: ``get`` returns them until the queue is empty, then raises.
+
+    Batches: :meth:`put_many` and :meth:`get_many` (threads),
+    :meth:`aput_many` and :meth:`aget_many` (the loop) move many items with
+    one lock acquisition and one wake-up of the other side, and mix freely
+    with the single-item calls. Each item stays one item: a batch put is
+    the same as putting its items one by one, in order, and a batch get the
+    same as getting them one by one.
     """
 
     __slots__ = ("__weakref__", "_queue")
@@ -89,6 +100,94 @@ class Channel(Generic[T]):
     def close(self) -> None:
         """Refuse new items and wake every blocked ``put``/``get``. Any thread; idempotent."""
         self._queue.shutdown(immediate=False)
+
+    def put_many(self, items: Iterable[T], *, timeout: float | None = None) -> None:
+        """Put every item of *items*, in order, with one wake-up of the consumers.
+
+        Puts what fits, wakes the waiting consumers once, and on a bounded
+        channel waits for room for the rest (so a batch may be larger than
+        :attr:`maxsize`, and items of other producers may come between two
+        parts of it). The items are taken from *items* before anything is put.
+
+        Args:
+            items: the items (any iterable but ``str``/``bytes``, which would
+                put characters or ints; an empty one puts nothing).
+            timeout: seconds to wait for room in all (None: as long as it takes).
+
+        Raises:
+            janus.SyncQueueShutDown: the channel is or gets closed.
+            janus.SyncQueueFull: *timeout* passed before every item fit.
+            WrongThread: called on the bridge's loop thread (once the channel
+                was used there: it binds the loop at its first async call).
+
+        In both of the first two cases ``exc.args[0]`` is how many items were
+        put (the first ones of *items*; they will be delivered) and the rest
+        were not.
+
+        **Thread safety:** any thread but the loop's. **Cancellation and
+        timeouts:** see *timeout*; nothing else interrupts the wait but
+        :meth:`close`.
+        """
+        _batch.check_timeout(timeout)
+        _batch.put_many(self._queue, _as_sequence(items), timeout)
+
+    def get_many(self, max_items: int | None = None, *, timeout: float | None = None) -> list[T]:
+        """Wait for an item, then take every item there (at most *max_items*) at once.
+
+        Never returns an empty list: it waits for the first item, then takes
+        what is in the channel without waiting for more, and wakes the
+        producers waiting for room once.
+
+        Args:
+            max_items: the most items to take (None: all there are).
+            timeout: seconds to wait for the first item (None: as long as it takes).
+
+        Returns:
+            The items, oldest first.
+
+        Raises:
+            janus.SyncQueueShutDown: the channel is closed and empty.
+            janus.SyncQueueEmpty: *timeout* passed with the channel empty.
+            WrongThread: called on the bridge's loop thread (once the channel
+                was used there: it binds the loop at its first async call).
+
+        **Thread safety:** any thread but the loop's. **Cancellation and
+        timeouts:** an item is taken only when the call returns it.
+        """
+        _batch.check_max_items(max_items)
+        _batch.check_timeout(timeout)
+        return _batch.get_many(self._queue, max_items, timeout)
+
+    async def aput_many(self, items: Iterable[T]) -> None:
+        """Put every item of *items*, in order, with one wake-up of the consumers.
+
+        The loop's :meth:`put_many`: puts what fits, wakes the waiting
+        consumers once (a thread blocked in ``get``/:meth:`get_many` wakes
+        once per call, not per item), and waits for room for the rest.
+
+        Raises:
+            janus.AsyncQueueShutDown: the channel is or gets closed;
+                ``exc.args[0]`` is how many items were put (the first ones).
+
+        **Thread safety:** coroutines on the bridge's loop. **Cancellation:**
+        cancelling the waiting coroutine stops the put: the items put so far
+        stay in the channel (the first ones, in order), the rest are not put.
+        """
+        await _batch.aput_many(self._queue, _as_sequence(items))
+
+    async def aget_many(self, max_items: int | None = None) -> list[T]:
+        """Wait for an item, then take every item there (at most *max_items*) at once.
+
+        The loop's :meth:`get_many`; never returns an empty list.
+
+        Raises:
+            janus.AsyncQueueShutDown: the channel is closed and empty.
+
+        **Thread safety:** coroutines on the bridge's loop. **Cancellation:**
+        cancelling the waiting coroutine takes nothing: no item is lost.
+        """
+        _batch.check_max_items(max_items)
+        return await _batch.aget_many(self._queue, max_items)
 
     def __aiter__(self) -> AsyncIterator[T]:
         """``async for item in channel``: the items, until the channel is closed and empty.
@@ -178,6 +277,19 @@ class ChannelSet:
         """How many channels are held (open ones, until :meth:`close_all`)."""
         with self._lock:
             return len(self._channels)
+
+
+def _as_sequence(items: Iterable[T]) -> Sequence[T]:
+    """*items* as a tuple or a list of its own, taken before any lock is."""
+    if isinstance(items, tuple):
+        return items
+    if not isinstance(items, (str, bytes, bytearray)):
+        try:
+            return list(items)
+        except TypeError:
+            if hasattr(items, "__iter__"):
+                raise  # the iterable itself failed: its own error
+    raise TypeError(f"items must be an iterable of items, not {type(items).__name__}")
 
 
 def new_channel(maxsize: int) -> Channel[Any]:
