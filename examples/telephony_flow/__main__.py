@@ -51,7 +51,7 @@ from .cluster.agent import Drain
 from .flow import FlowConfig, make_bridge
 from .legacy import run_legacy
 from .runner import run_bridge
-from .services.directory import DirectoryService
+from .services.directory_process import DirectoryProcess
 from .stacks.simulate import SimulatedTelephony
 from .summary import (
     Progress,
@@ -281,7 +281,7 @@ def _make_stack(
     return sim, lambda _bridge: sim, args.calls
 
 
-def _wait_closed(directory: DirectoryService, timeout: float = 2.0) -> int:
+def _wait_closed(directory: DirectoryProcess, timeout: float = 2.0) -> int:
     """Give the server a moment to see closed clients; return the connections still open."""
     deadline = time.monotonic() + timeout
     while directory.stats().open_connections and time.monotonic() < deadline:
@@ -335,7 +335,7 @@ def _run(
         if dashboard is not None:
             dashboard.interrupted = interrupted
 
-    directory = DirectoryService()
+    directory = DirectoryProcess()  # its own process: its work takes none of our GIL
     url = directory.start()
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -26,6 +26,11 @@ from .telephony import CallEvents, Telephony
 __all__ = ["run_bridge"]
 
 
+#: As many kept-alive connections as httpx allows in all (its default keeps 20
+#: alive: with 50 calls in flight, every other request opened a new one).
+_POOL = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+
 def run_bridge(
     make_stack: Callable[[Bridge], Telephony],
     directory_url: str,
@@ -56,7 +61,9 @@ def run_bridge(
     bridge = (make_bridge(config) if bridge is None else bridge).start()
     try:
         with contextlib.nullcontext() if session is None else session(bridge):
-            http = bridge.resource(lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0))
+            http = bridge.resource(
+                lambda: httpx.AsyncClient(base_url=directory_url, timeout=10.0, limits=_POOL)
+            )
             telephony = make_stack(bridge)
             flow = IntercomFlow(bridge, telephony, http, tts.stream, config)
             telephony.start(flow if wrap_events is None else wrap_events(telephony, flow))

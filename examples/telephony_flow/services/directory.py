@@ -6,8 +6,10 @@ them through it with an ``httpx.AsyncClient``, over a real TCP socket on
 loopback.
 
 It runs on its own thread with its own event loop (``asyncio.run`` once, for the
-life of the service), standing in for a separate process: the flow's bridge
-shares nothing with it but the socket. It is written on ``asyncio.start_server``
+life of the service): the flow's bridge shares nothing with it but the socket.
+The CLI runs it in a child process of its own (:mod:`.directory_process`), as
+in a real installation, so that its work takes none of the flow's GIL; the
+tests that watch inside it use it in-process. It is written on ``asyncio.start_server``
 rather than ``http.server`` because a ringing request must notice when its
 client goes away (the visitor hung up and the flow cancelled the request): the
 handler races the resident's answer against end-of-file on the socket, which a
