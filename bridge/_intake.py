@@ -139,7 +139,8 @@ class Intake:
     ) -> Job[Any] | None:
         """Account for *job* and hand it to the loop; or return the job to join."""
         observers = self._scheduler.observers
-        told = _log.tracing() or bool(observers.all)
+        debug = self._events.debug()
+        told = debug is not None or bool(observers.all)
         joined, replaced, wake = self._registry.admit(
             job, on_conflict, block_timeout, self._no_wait_reason, hand_over=not told
         )
@@ -147,8 +148,8 @@ class Intake:
             return joined
         if told:
             # Before the loop can see the job: its start never precedes its submission.
-            if _log.tracing():
-                self._events.emit("debug", _log.JOB_SUBMITTED, self._scheduler.fields(job))
+            if debug is not None:
+                self._events.send(debug, _log.JOB_SUBMITTED, self._scheduler.fields(job))
             if observers.all:
                 observers.submitted(job)
             wake = self._registry.hand_over(job)

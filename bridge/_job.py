@@ -156,6 +156,7 @@ class Job(SlimFuture[T], Generic[T]):
     # scheduler on the loop thread (task, lane, times); read from any thread.
     __slots__ = (
         "_args",
+        "_bindings",
         "_cancel",
         "_coro",
         "_ctx",
@@ -220,6 +221,7 @@ class Job(SlimFuture[T], Generic[T]):
         self._args = args
         self._coro = coro
         self._ctx = ctx
+        self._bindings: dict[str, Any] | None = None  # the scheduler's, for the events
         self._thread_name = thread_name
         self._submitted_at = submitted_at
         self._submitted_mono = submitted_mono

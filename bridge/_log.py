@@ -9,7 +9,8 @@ the standard library's logging.
 
 Per-job debug events are emitted only once the application has configured
 structlog: an application that never did sees the bridge's warnings and errors,
-not one line per job.
+not one line per job. Nor are they built while the configuration filters debug
+out (``make_filtering_bound_logger`` above debug): their fields are never made.
 
 Logging never breaks the bridge, and never fails silently. Each bridge emits
 through its own :class:`EventLog`: when a processor (or a renderer, or the
@@ -34,10 +35,13 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import structlog
 from structlog.contextvars import get_contextvars
+
+from ._logconfig import CONFIG, Binding
 
 __all__ = [
     "CLOSER_ERROR",
@@ -128,21 +132,61 @@ class EventLog:
     handler may call it).
     """
 
-    __slots__ = ("_bound", "_name", "_reported")
+    __slots__ = ("_binding", "_name", "_reported")
 
     def __init__(self, bridge_name: str) -> None:
         self._name = bridge_name
         # Taken once and never released: the first failure to acquire it
         # reports. acquire(blocking=False) is atomic and never waits.
         self._reported = threading.Lock()
-        # (processors, context class, wrapper class, logger factory, logger):
-        # the logger bound from the configuration those four name. One tuple,
-        # replaced whole (one atomic assignment), never changed.
-        self._bound: tuple[Any, Any, Any, Any, Any] | None = None
+        # The logger bound from the configuration in force when it was bound:
+        # replaced whole (one atomic assignment) when that changes.
+        self._binding: Binding | None = None
 
     def __repr__(self) -> str:
         reported = "reported an error" if self._reported.locked() else "no error"
         return f"<EventLog of bridge {self._name!r}: {reported}>"
+
+    def debug(self) -> Callable[..., Any] | None:
+        """How to log a per-job debug event now, or ``None`` (any thread).
+
+        ``None`` until structlog is configured, and while the configuration's
+        debug method is structlog's no-op (a filtering bound logger above
+        debug): the caller then builds no fields for an event nobody would
+        see. Otherwise pass the result to :meth:`send`. Asked once per event,
+        so a new configuration counts from the next event. Never raises: if
+        the logger cannot be bound, the result raises that error when called,
+        and :meth:`send` reports it.
+        """
+        config = CONFIG
+        if not config.is_configured:
+            return None
+        binding = self._binding
+        if (  # _current(), inlined: once per event
+            binding is None
+            or binding.processors is not config.default_processors
+            or binding.wrapper_class is not config.default_wrapper_class
+            or binding.context_class is not config.default_context_class
+            or binding.factory is not config.logger_factory
+        ):
+            try:
+                binding = self._bind(config)
+            except Exception:  # noqa: BLE001 - raised again by the call, then reported
+                return self._debug_later
+        return binding.debug
+
+    def send(self, log: Callable[..., Any], event: str, fields: dict[str, Any]) -> None:
+        """Log *event* with *fields* through *log*, what :meth:`debug` returned.
+
+        As :meth:`emit` does, renaming and reporting alike; never raises an
+        :class:`Exception`.
+        """
+        try:
+            if "event" in fields or "self" in fields:
+                fields = safe_fields(fields)
+            log(event, **fields)
+        except Exception as exc:  # noqa: BLE001 - reported, never raised
+            self._failed(event, exc)
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """Log *event* at *level* (``"debug"``, ``"warning"``...) with *fields*.
@@ -150,41 +194,74 @@ class EventLog:
         Callers put the job's submit-time bindings (:func:`bindings`) into
         *fields* themselves: ``capture_logs()`` drops ``merge_contextvars``.
         A field named like one of :data:`RESERVED` is renamed, never refused.
+        An event at a level that structlog's configuration makes a no-op is
+        not passed on (it would be dropped unseen).
         """
         try:
-            getattr(self._logger(), level)(event, **safe_fields(fields))
+            binding = self._current()
+            try:
+                method = binding.methods[level]
+            except KeyError:
+                method = binding.method(level)
+            if method is not None:
+                if "event" in fields or "self" in fields:
+                    fields = safe_fields(fields)
+                method(event, **fields)
         except Exception as exc:  # noqa: BLE001 - reported below, never raised
-            if self._reported.acquire(blocking=False):
-                LoggingFailure(self._name, event, exc).report()
+            self._failed(event, exc)
+
+    def _failed(self, event: str, error: Exception) -> None:
+        """Report that *event* was lost, if it is this bridge's first loss."""
+        if self._reported.acquire(blocking=False):
+            LoggingFailure(self._name, event, error).report()
+
+    def _debug_later(self, event: str, **fields: Any) -> None:
+        """Bind the logger and log a debug event (raises if it cannot be bound)."""
+        log = self._current().debug
+        if log is not None:
+            log(event, **fields)
 
     def _logger(self) -> Any:
-        """The logger bound from structlog's configuration in force now.
+        """The logger bound from structlog's configuration in force now."""
+        return self._current().logger
+
+    def _current(self) -> Binding:
+        """The binding of structlog's configuration in force now.
 
         Bound once per configuration, not once per event: the lazy proxy
         (:data:`logger`) assembles a new bound logger at every call, half the
         cost of an event. Any ``structlog.configure()`` (``capture_logs()``
         entering or leaving included) installs new processors, so the next
-        event binds again. A logger bound while the configuration changed is
-        used once and not kept.
+        event binds again.
         """
-        config = structlog.get_config()
-        processors = config["processors"]
-        context_class = config["context_class"]
-        wrapper_class = config["wrapper_class"]
-        factory = config["logger_factory"]
-        bound = self._bound
+        config = CONFIG
+        binding = self._binding
         if (
-            bound is not None
-            and bound[0] is processors
-            and bound[1] is context_class
-            and bound[2] is wrapper_class
-            and bound[3] is factory
+            binding is None
+            or binding.processors is not config.default_processors
+            or binding.wrapper_class is not config.default_wrapper_class
+            or binding.context_class is not config.default_context_class
+            or binding.factory is not config.logger_factory
         ):
-            return bound[4]
-        fresh = logger.bind()
-        # Kept only if it was bound from the configuration read above.
-        if getattr(fresh, "_processors", processors) is processors and type(fresh) is wrapper_class:
-            self._bound = (processors, context_class, wrapper_class, factory, fresh)
+            return self._bind(config)
+        return binding
+
+    def _bind(self, config: Any) -> Binding:
+        """Bind the logger from *config* now; keep it if nothing changed meanwhile.
+
+        A logger bound while the configuration changed is used once and not
+        kept: the next event binds again.
+        """
+        fresh = Binding(config, logger.bind)
+        if (
+            fresh.processors is config.default_processors
+            and fresh.wrapper_class is config.default_wrapper_class
+            and fresh.context_class is config.default_context_class
+            and fresh.factory is config.logger_factory
+            and getattr(fresh.logger, "_processors", fresh.processors) is fresh.processors
+            and type(fresh.logger) is fresh.wrapper_class
+        ):
+            self._binding = fresh
         return fresh
 
 

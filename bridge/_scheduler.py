@@ -29,7 +29,7 @@ from ._job import CancelReason, Job, JobState, one_line
 from ._lanes import Lane
 from ._observers import Observers
 from ._registry import Registry
-from ._tasks import EAGER, EMPTY_CONTEXT, create_eager_task, create_task, task_context
+from ._tasks import EAGER, create_eager_task, create_task, task_context
 
 __all__ = ["Scheduler", "describe"]
 
@@ -42,6 +42,10 @@ _TIMED_OUT: Final = JobState.TIMED_OUT
 _DEADLINE: Final = CancelReason.DEADLINE
 #: At most this many jobs start per turn of the loop (see Scheduler._drain).
 SLICE: Final = 256
+#: The bindings of a job submitted from an empty context (shared, never changed).
+_NO_BINDINGS: Final[dict[str, Any]] = {}
+#: The ``outcome`` field of job.finished: ``state.value`` without the enum's property.
+_OUTCOME: Final = {state: state.value for state in JobState}
 
 
 class Scheduler:
@@ -163,15 +167,24 @@ class Scheduler:
         return True
 
     def fields(self, job: Job[Any], **extra: Any) -> dict[str, Any]:
-        """The fields of a job's event: its submit-time bindings, then its own."""
-        ctx = job._ctx
-        fields = {} if ctx is EMPTY_CONTEXT else ctx.run(_log.bindings)
-        fields["job_id"] = job.id
-        fields["key"] = job.key
-        fields["kind"] = job.kind
-        fields["thread"] = job._thread_name
-        fields.update(extra)
-        return fields
+        """The fields of a job's event: its submit-time bindings, then its own.
+
+        Any thread. The bindings are read from the job's context once, at its
+        first event, and kept on the job for the others (``job._ctx`` keeps
+        what ``submit()`` saw, so they would not change). A new dict each time.
+        """
+        bound = job._bindings
+        if bound is None:
+            ctx = job._ctx  # the EMPTY_CONTEXT marker included: nothing to read
+            bound = job._bindings = ctx.run(_log.bindings) if len(ctx) else _NO_BINDINGS
+        return {
+            **bound,
+            "job_id": job.id,
+            "key": job.key,
+            "kind": job.kind,
+            "thread": job._thread_name,
+            **extra,
+        }
 
     # -- loop thread: starting ------------------------------------------------------
 
@@ -299,9 +312,10 @@ class Scheduler:
         job._started_at = time.time()
         if self.observers.all:
             self.observers.started(job)
-        if _log.tracing():
+        debug = self._log.debug()
+        if debug is not None:
             queue_ms = (job._started_mono - job._submitted_mono) * 1000.0
-            self._log.emit("debug", _log.JOB_STARTED, self.fields(job, queue_ms=queue_ms))
+            self._log.send(debug, _log.JOB_STARTED, self.fields(job, queue_ms=queue_ms))
         begun = (job._coro, job._fn, job._args)
         job._coro = job._fn = None
         job._args = ()
@@ -395,12 +409,13 @@ class Scheduler:
 
     def _trace_finished(self, job: Job[Any], state: JobState, error: BaseException | None) -> None:
         log = self._log
-        if _log.tracing():
+        debug = log.debug()
+        if debug is not None:
             run_ms = 0.0
             if job._started_at is not None:
                 run_ms = (time.monotonic() - job._started_mono) * 1000.0
-            fields = self.fields(job, run_ms=run_ms, outcome=state.value)
-            log.emit("debug", _log.JOB_FINISHED, fields)
+            fields = self.fields(job, run_ms=run_ms, outcome=_OUTCOME[state])
+            log.send(debug, _log.JOB_FINISHED, fields)
         if state is _TIMED_OUT:
             log.emit("warning", _log.JOB_TIMED_OUT, self.fields(job))
         elif state is _FAILED:
