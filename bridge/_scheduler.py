@@ -23,7 +23,8 @@ from typing import Any, Final
 
 from . import _fork, _log
 from ._deadlines import Deadlines
-from ._exceptions import BridgeError, JobCancelled, JobTimeout, WrongThread
+from ._endings import cancelled_error, describe, timeout_error
+from ._exceptions import BridgeError, WrongThread
 from ._failures import FailureWatch
 from ._job import CancelReason, Job, JobState, one_line
 from ._lanes import Lane
@@ -31,7 +32,7 @@ from ._observers import Observers
 from ._registry import Registry
 from ._tasks import EAGER, create_eager_task, create_task, task_context
 
-__all__ = ["Scheduler", "describe"]
+__all__ = ["Scheduler"]
 
 _PENDING: Final = JobState.PENDING
 _RUNNING: Final = JobState.RUNNING
@@ -147,11 +148,11 @@ class Scheduler:
         str, is appended to the message of the JobCancelled/JobTimeout made here.
         """
         if not forced and job._cancel is _DEADLINE and state is not _TIMED_OUT:
-            state, value, error = _TIMED_OUT, None, _timeout_error(job, error, detail)
+            state, value, error = _TIMED_OUT, None, timeout_error(job, error, detail)
         elif error is None and state is _CANCELLED:
-            error = _cancelled_error(job, detail)
+            error = cancelled_error(job, detail)
         elif error is None and state is _TIMED_OUT:
-            error = _timeout_error(job)
+            error = timeout_error(job)
         # The one-line error is made here, not under the registry's lock (__str__ is user code).
         line = None if error is None else one_line(error)
         previous = self._registry.finish(job, state, error, line)
@@ -353,7 +354,7 @@ class Scheduler:
         if task.cancelled():
             self.finish(job, _CANCELLED)
         else:
-            self.finish(job, _FAILED, error=task.exception() or _cancelled_error(job))
+            self.finish(job, _FAILED, error=task.exception() or cancelled_error(job))
 
     # -- the end of the loop ---------------------------------------------------------------
 
@@ -447,26 +448,3 @@ def _without_own_frames(error: BaseException) -> BaseException:
     while tb is not None and tb.tb_frame.f_code in _OWN_CODE:
         tb = tb.tb_next
     return error.with_traceback(tb)
-
-
-def describe(job: Job[Any]) -> str:
-    """``job 7 (key='call:42', kind='call')``."""
-    return f"job {job.id} (key={job.key!r}, kind={job.kind!r})"
-
-
-def _timeout_error(
-    job: Job[Any], cause: BaseException | None = None, detail: object = None
-) -> JobTimeout:
-    message = f"{describe(job)} did not finish before its deadline; it was cancelled"
-    error = JobTimeout(message + _detail(detail))
-    if cause is not None and not isinstance(cause, JobCancelled):
-        error.__cause__ = cause  # what the coroutine raised while it unwound
-    return error
-
-
-def _cancelled_error(job: Job[Any], detail: object = None) -> JobCancelled:
-    return JobCancelled(f"{describe(job)} was cancelled{_detail(detail)}")
-
-
-def _detail(detail: object) -> str:
-    return f"; {detail}" if isinstance(detail, str) and detail else ""

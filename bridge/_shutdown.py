@@ -41,12 +41,13 @@ from typing import Any, Final
 
 from . import _log
 from ._children import ChildGroups
+from ._endings import describe
 from ._exceptions import JobCancelled
 from ._job import Job, JobInfo, JobState
 from ._loop import LoopThread, cancel_leftover_tasks
 from ._registry import Registry
 from ._resources import ResourceStack
-from ._scheduler import Scheduler, describe
+from ._scheduler import Scheduler
 from ._state import BridgeState
 from ._stats import ShutdownReport
 from ._watchdog import Watchdog
