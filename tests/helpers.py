@@ -9,15 +9,40 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 import bridge
 
 #: The directory that holds the ``bridge`` package the tests import.
 PACKAGE_ROOT = str(Path(bridge.__file__).resolve().parent.parent)
+
+
+class Recorder:
+    """A structlog processor that keeps every event (thread-safe) and drops it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, _: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        with self._lock:
+            self.events.append({**event_dict, "log_level": method})
+        raise structlog.DropEvent
+
+    def of(self, job: Any) -> list[dict[str, Any]]:
+        """The events of *job* (a ``Job``), in order."""
+        with self._lock:
+            return [e for e in self.events if e.get("job_id") == job.id]
+
+    def names(self, job_id: int | None = None) -> list[str]:
+        """The events' names (of job *job_id*, if given), in order."""
+        with self._lock:
+            return [e["event"] for e in self.events if job_id is None or e.get("job_id") == job_id]
 
 
 class Watched:

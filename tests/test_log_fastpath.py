@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 import structlog
+from helpers import Recorder
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from structlog.testing import capture_logs
 
@@ -20,23 +21,6 @@ from bridge._scheduler import Scheduler
 
 JOB_EVENTS = ["job.submitted", "job.started", "job.finished"]
 WAIT = 10.0
-
-
-class Recorder:
-    """A processor that keeps every event (thread-safe) and drops it."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, _: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        with self._lock:
-            self.events.append({**event_dict, "log_level": method})
-        raise structlog.DropEvent
-
-    def names(self, job_id: int | None = None) -> list[str]:
-        with self._lock:
-            return [e["event"] for e in self.events if job_id is None or e.get("job_id") == job_id]
 
 
 def configure(recorder: Recorder, level: int = logging.NOTSET, **options: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+from helpers import Recorder
 from structlog.contextvars import bound_contextvars, merge_contextvars
 
 from bridge import Bridge, Job, JobTimeout
@@ -68,23 +69,6 @@ def configure(*processors: Callable[..., Any]) -> None:
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=False,
     )
-
-
-class Recorder:
-    """A processor that keeps the bridge's events (thread-safe) and drops them."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, _: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        with self._lock:
-            self.events.append({**event_dict, "log_level": method})
-        raise structlog.DropEvent
-
-    def of(self, job: Job[Any]) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in self.events if e.get("job_id") == job.id]
 
 
 def broken(_: object, __: str, event_dict: MutableMapping[str, Any]) -> Any:
