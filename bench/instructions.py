@@ -4,7 +4,7 @@
 
 Wall-clock ratios on a shared 2-core machine move by tens of per cent from run
 to run; the number of machine instructions a round trip executes hardly
-does (repeated runs agree within about 3 %: how many turns the loop takes
+does (repeated runs agree within about 4 %: how many turns the loop takes
 per round trip still depends on timing). For each interpreter and each approach
 this runs the same program twice under ``valgrind --tool=callgrind``, once
 with no measured round trips and once with ``--calls`` of them (both after the

@@ -158,22 +158,12 @@ class EventLog:
         the logger cannot be bound, the result raises that error when called,
         and :meth:`send` reports it.
         """
-        config = CONFIG
-        if not config.is_configured:
+        if not CONFIG.is_configured:
             return None
-        binding = self._binding
-        if (  # _current(), inlined: once per event
-            binding is None
-            or binding.processors is not config.default_processors
-            or binding.wrapper_class is not config.default_wrapper_class
-            or binding.context_class is not config.default_context_class
-            or binding.factory is not config.logger_factory
-        ):
-            try:
-                binding = self._bind(config)
-            except Exception:  # noqa: BLE001 - raised again by the call, then reported
-                return self._debug_later
-        return binding.debug
+        try:
+            return self._current().debug
+        except Exception:  # noqa: BLE001 - raised again by the call, then reported
+            return self._debug_later
 
     def send(self, log: Callable[..., Any], event: str, fields: dict[str, Any]) -> None:
         """Log *event* with *fields* through *log*, what :meth:`debug` returned.
@@ -198,11 +188,7 @@ class EventLog:
         not passed on (it would be dropped unseen).
         """
         try:
-            binding = self._current()
-            try:
-                method = binding.methods[level]
-            except KeyError:
-                method = binding.method(level)
+            method = self._current().method(level)
             if method is not None:
                 if "event" in fields or "self" in fields:
                     fields = safe_fields(fields)
@@ -221,10 +207,6 @@ class EventLog:
         if log is not None:
             log(event, **fields)
 
-    def _logger(self) -> Any:
-        """The logger bound from structlog's configuration in force now."""
-        return self._current().logger
-
     def _current(self) -> Binding:
         """The binding of structlog's configuration in force now.
 
@@ -234,16 +216,9 @@ class EventLog:
         entering or leaving included) installs new processors, so the next
         event binds again.
         """
-        config = CONFIG
         binding = self._binding
-        if (
-            binding is None
-            or binding.processors is not config.default_processors
-            or binding.wrapper_class is not config.default_wrapper_class
-            or binding.context_class is not config.default_context_class
-            or binding.factory is not config.logger_factory
-        ):
-            return self._bind(config)
+        if binding is None or not binding.is_of(CONFIG):
+            return self._bind(CONFIG)
         return binding
 
     def _bind(self, config: Any) -> Binding:
@@ -254,10 +229,7 @@ class EventLog:
         """
         fresh = Binding(config, logger.bind)
         if (
-            fresh.processors is config.default_processors
-            and fresh.wrapper_class is config.default_wrapper_class
-            and fresh.context_class is config.default_context_class
-            and fresh.factory is config.logger_factory
+            fresh.is_of(config)
             and getattr(fresh.logger, "_processors", fresh.processors) is fresh.processors
             and type(fresh.logger) is fresh.wrapper_class
         ):

@@ -193,6 +193,15 @@ class Binding:
         except Exception:  # noqa: BLE001 - raised again by each call
             self.debug = functools.partial(_call, self.logger, "debug")
 
+    def is_of(self, config: Any) -> bool:
+        """Whether *config* (structlog's configuration) is still the one bound from."""
+        return (
+            self.processors is config.default_processors
+            and self.wrapper_class is config.default_wrapper_class
+            and self.context_class is config.default_context_class
+            and self.factory is config.logger_factory
+        )
+
     def method(self, level: str) -> Any:
         """How to log at *level* (``method(event, **fields)``); ``None`` if a no-op.
 

@@ -47,9 +47,9 @@ def test_the_bound_logger_is_reused_while_the_configuration_stays() -> None:
     _configure(seen)
     events = _log.EventLog("b")
     events.emit("debug", "one", {})
-    first = events._logger()
+    first = events._current().logger
     events.emit("debug", "two", {})
-    assert events._logger() is first
+    assert events._current().logger is first
     assert seen == ["one", "two"]
 
 
